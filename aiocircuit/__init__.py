@@ -1,0 +1,37 @@
+"""aiocircuit: an async-native circuit breaker whose state a whole fleet shares.
+
+A healthy circuit costs one clock read per call and no store traffic; a tripped one
+protects every process sharing its store; on recovery exactly one caller in the fleet
+probes the downstream; a failing store never fails a call.
+"""
+
+from ._breaker import CircuitBreaker, circuit_breaker
+from ._circuit import CircuitInfo, CircuitState, CircuitTransition
+from ._config import CircuitBreakerConfig
+from ._errors import (
+    CircuitBreakerConfigError,
+    CircuitBreakerError,
+    CircuitBreakerOpenError,
+    CircuitBreakerPersistenceError,
+)
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitBreakerConfig",
+    "CircuitBreakerConfigError",
+    "CircuitBreakerError",
+    "CircuitBreakerOpenError",
+    "CircuitBreakerPersistenceError",
+    "CircuitInfo",
+    "CircuitState",
+    "CircuitTransition",
+    "circuit_breaker",
+]
+
+__version__ = "0.1.0"
+
+# Tracebacks and reprs show the public path (aiocircuit.CircuitBreakerOpenError), not
+# the private module a name happens to live in.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name

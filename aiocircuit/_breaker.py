@@ -1,0 +1,745 @@
+"""The breaker: the async driver of the state machine, and its sync shim.
+
+Both drivers are short loops around :class:`~aiocircuit._state.CircuitStateMachine`:
+ask it for a decision, carry out the store operation it asks for, hand back the result.
+The async driver uses anyio only, so it runs on asyncio and trio. The sync shim drives
+the same machine under the same lock; it calls a store's blocking twin when it has one
+(the in-memory store) and otherwise goes through the process-wide portal.
+
+The closed path: while the circuit is closed and its cached record fresh, a call costs
+one monotonic clock read compared with ``machine.fast_deadline``, the call, and one
+counter store. Everything else lives off that path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+import anyio
+
+from ._circuit import CircuitInfo, CircuitState, CircuitTransition
+from ._clock import SYSTEM_CLOCK, Clock
+from ._config import CircuitBreakerConfig
+from ._errors import (
+    CircuitBreakerConfigError,
+    CircuitBreakerOpenError,
+    CircuitBreakerPersistenceError,
+)
+from ._hooks import Hook
+from ._portal import run_blocking
+from ._state import (
+    ADMIT_CLOSED,
+    REFRESH,
+    Admit,
+    CircuitStateMachine,
+    Outcome,
+    Reject,
+    StoreWrite,
+)
+from .persistence._base import CircuitRecord, PersistenceStore, WriteResult
+from .persistence._memory import InMemoryPersistence
+
+logger = logging.getLogger("aiocircuit")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DISABLE_ENV_VAR = "AIOCIRCUIT_DISABLED"
+_TRUTHY = frozenset({"1", "true", "yes", "on"})
+
+_default_store: InMemoryPersistence | None = None
+_default_store_lock = threading.Lock()
+
+
+def default_store() -> InMemoryPersistence:
+    """The process-wide in-memory store used by breakers given no store."""
+    global _default_store
+    with _default_store_lock:
+        if _default_store is None:
+            _default_store = InMemoryPersistence()
+        return _default_store
+
+
+def _new_owner_id() -> str:
+    # Fresh per lease: neither per thread nor per process, because under asyncio many
+    # tasks share a thread. The pid makes it readable in the store.
+    return f"{os.getpid()}#{uuid.uuid4().hex}"
+
+
+class _StoreFailed:
+    """Marker for a store operation that failed or timed out (the call fails open)."""
+
+    __slots__ = ()
+
+
+_STORE_FAILED = _StoreFailed()
+
+
+@dataclass(slots=True)
+class _ReadFlight:
+    """A store read in progress that concurrent callers on the same loop share."""
+
+    thread: int
+    done: anyio.Event
+    outcome: bool | None = None  # True read, False failed, None abandoned (cancelled)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One open ``with``/``async with`` block that needs its admission remembered: a
+    probe, or a block under ``call_timeout``. Kept in a context variable, so it is per
+    task and per thread."""
+
+    breaker: CircuitBreaker
+    admitted: Admit
+    started: float
+    scope: anyio.CancelScope | None
+    parent: _Entry | None
+
+
+_open_entries: contextvars.ContextVar[_Entry | None] = contextvars.ContextVar(
+    "aiocircuit_open_entries", default=None
+)
+
+
+class CircuitBreaker:
+    """A circuit breaker around calls to one downstream.
+
+    Use it as a decorator on an ``async def`` (or on a plain ``def``: the sync shim), as
+    ``async with breaker:`` (or ``with breaker:``), or as ``await breaker.call(fn, ...)``.
+
+    Args:
+        name: the circuit's name, its key in the store. Breakers with the same name
+            and store share one circuit, as processes of a fleet do.
+        persistence_store: where the circuit's state is shared; a process-wide
+            :class:`~aiocircuit.persistence.InMemoryPersistence` when omitted.
+        config: thresholds and timeouts; ``CircuitBreakerConfig()`` when omitted.
+        on_circuit_open: called as ``on_circuit_open(*args, circuit=CircuitInfo,
+            **kwargs)`` instead of raising :class:`CircuitBreakerOpenError` when a call
+            is rejected; its return value is the call's result. Plain or async.
+        on_transition: called with each :class:`CircuitTransition` this breaker makes,
+            in order. Plain or async; its exceptions are logged and swallowed.
+        clock: the clocks to read; :class:`aiocircuit.testing.FakeClock` in tests.
+
+    Setting the environment variable ``AIOCIRCUIT_DISABLED=1`` before a breaker is
+    created makes it a pass-through.
+    """
+
+    __slots__ = (
+        "name",
+        "config",
+        "_store",
+        "_machine",
+        "_monotonic",
+        "_time",
+        "_lock",
+        "_disabled",
+        "_handled",
+        "_ignored",
+        "_call_timeout",
+        "_store_timeout",
+        "_on_circuit_open",
+        "_on_transition",
+        "_read_flight",
+        "_dispatching",
+        "_open_entry_count",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        persistence_store: PersistenceStore | None = None,
+        *,
+        config: CircuitBreakerConfig | None = None,
+        on_circuit_open: Callable[..., Any] | None = None,
+        on_transition: Callable[[CircuitTransition], Any] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise CircuitBreakerConfigError("name", f"must be a non-empty str, got {name!r}")
+        if config is None:
+            config = CircuitBreakerConfig()
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise CircuitBreakerConfigError(
+                "config", f"must be a CircuitBreakerConfig, got {type(config).__name__}"
+            )
+        if persistence_store is None:
+            persistence_store = default_store()
+        elif not isinstance(persistence_store, PersistenceStore):
+            raise CircuitBreakerConfigError(
+                "persistence_store",
+                f"must be a PersistenceStore, got {type(persistence_store).__name__}",
+            )
+        for field, hook in (("on_circuit_open", on_circuit_open), ("on_transition", on_transition)):
+            if hook is not None and not callable(hook):
+                raise CircuitBreakerConfigError(field, f"must be callable, got {hook!r}")
+        self.name = name
+        self.config = config
+        self._store = persistence_store
+        clock = SYSTEM_CLOCK if clock is None else clock
+        self._monotonic = clock.monotonic
+        self._time = clock.time
+        self._lock = threading.Lock()
+        self._disabled = os.environ.get(DISABLE_ENV_VAR, "").strip().lower() in _TRUTHY
+        if self._disabled:
+            logger.warning(
+                "circuit %r is disabled by %s: calls pass through unprotected; "
+                "intended for development and tests only",
+                name,
+                DISABLE_ENV_VAR,
+            )
+        self._handled = config.handled_exceptions
+        self._ignored = config.ignored_exceptions
+        self._call_timeout = config.call_timeout
+        self._store_timeout = config.store_timeout
+        self._on_circuit_open = None if on_circuit_open is None else Hook(on_circuit_open)
+        self._on_transition = None if on_transition is None else Hook(on_transition)
+        self._machine = CircuitStateMachine(
+            name,
+            failure_threshold=config.failure_threshold,
+            success_threshold=config.success_threshold,
+            recovery_timeout=config.recovery_timeout,
+            cache_max_age=config.local_cache_max_age,
+            new_owner_id=_new_owner_id,
+            fast_path_enabled=not self._disabled and config.call_timeout is None,
+        )
+        self._read_flight: _ReadFlight | None = None
+        self._dispatching = False
+        self._open_entry_count = 0
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.name!r} {self.state.value}>"
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The last state this breaker knows of. No I/O: it may be up to
+        ``local_cache_max_age`` old, or older if no call has come since."""
+        return self._machine.record.state
+
+    async def info(self) -> CircuitInfo:
+        """Read the circuit from the store now and return it.
+
+        Raises :class:`CircuitBreakerPersistenceError` if the store fails or takes
+        longer than ``store_timeout``.
+        """
+        try:
+            with anyio.fail_after(self._store_timeout):
+                record = await self._store.read(self.name)
+        except Exception as exc:
+            raise CircuitBreakerPersistenceError(
+                f"reading circuit {self.name!r} failed", f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self._check_record(record)
+        with self._lock:
+            self._machine.on_read(record, self._monotonic())
+        return self._machine.info()
+
+    # -- outcome classification ------------------------------------------------------
+
+    def _classify(self, exc: BaseException) -> Outcome:
+        if not isinstance(exc, Exception):
+            return Outcome.IGNORED  # cancellation, KeyboardInterrupt, SystemExit, ...
+        if self._handled is not None:
+            return Outcome.FAILURE if isinstance(exc, self._handled) else Outcome.IGNORED
+        if self._ignored is not None:
+            return Outcome.IGNORED if isinstance(exc, self._ignored) else Outcome.FAILURE
+        return Outcome.FAILURE
+
+    def _timeout_error(self) -> TimeoutError:
+        return TimeoutError(
+            f"call through circuit {self.name!r} exceeded call_timeout="
+            f"{self._call_timeout}s"
+        )
+
+    # -- store access (async) --------------------------------------------------------
+
+    def _warn_store_failure(self, operation: str, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError):
+            cause = f"no answer within store_timeout={self._store_timeout}s"
+        else:
+            cause = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "circuit %r: store %s failed (%s); failing open: the call runs as if the "
+            "circuit were closed",
+            self.name,
+            operation,
+            cause,
+            exc_info=not isinstance(exc, TimeoutError),
+        )
+
+    @staticmethod
+    def _check_record(record: object) -> None:
+        if record is not None and not isinstance(record, CircuitRecord):
+            raise CircuitBreakerPersistenceError(
+                f"store returned {type(record).__name__}, expected CircuitRecord or None"
+            )
+
+    @staticmethod
+    def _check_write_result(result: object) -> None:
+        if not isinstance(result, WriteResult):
+            raise CircuitBreakerPersistenceError(
+                f"store returned {type(result).__name__}, expected WriteResult"
+            )
+
+    async def _aread(self) -> CircuitRecord | None | _StoreFailed:
+        try:
+            with anyio.fail_after(self._store_timeout):
+                record = await self._store.read(self.name)
+            self._check_record(record)
+        except Exception as exc:
+            self._warn_store_failure("read", exc)
+            return _STORE_FAILED
+        return record
+
+    async def _awrite(self, write: StoreWrite) -> WriteResult | None:
+        # Shielded: a write that follows a finished call (or takes a lease) must land
+        # even if the caller is being cancelled, or the circuit could wedge.
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.fail_after(self._store_timeout):
+                    method = getattr(self._store, write.operation)
+                    result = await method(self.name, **write.arguments)
+                self._check_write_result(result)
+            except Exception as exc:
+                self._warn_store_failure(write.kind.value, exc)
+                return None
+            return cast(WriteResult, result)
+
+    async def _arefresh(self) -> bool:
+        """Read the store into the cache, sharing a read already in flight on this
+        loop. False: the store failed, fail open."""
+        while True:
+            flight = self._read_flight
+            thread = threading.get_ident()
+            if flight is None or flight.thread != thread:
+                break
+            await flight.done.wait()
+            if flight.outcome is not None:
+                return flight.outcome
+            # The reader was cancelled before it finished: read again ourselves.
+        flight = _ReadFlight(thread, anyio.Event())
+        self._read_flight = flight
+        try:
+            record = await self._aread()
+            if isinstance(record, _StoreFailed):
+                flight.outcome = False
+            else:
+                with self._lock:
+                    self._machine.on_read(record, self._monotonic())
+                flight.outcome = True
+            return flight.outcome
+        finally:
+            if self._read_flight is flight:
+                self._read_flight = None
+            flight.done.set()
+
+    async def _aadmit(self) -> Admit | Reject:
+        machine = self._machine
+        refreshed = False
+        while True:
+            with self._lock:
+                decision = machine.admit(self._monotonic(), self._time(), refreshed=refreshed)
+            if decision is REFRESH:
+                if not await self._arefresh():
+                    return ADMIT_CLOSED
+                refreshed = True
+                continue
+            if isinstance(decision, StoreWrite):
+                result = await self._awrite(decision)
+                with self._lock:
+                    decision = machine.on_write(decision, result, self._monotonic())
+                await self._adispatch()
+            return cast(Admit | Reject, decision)
+
+    async def _arecord(self, admitted: Admit, outcome: Outcome) -> None:
+        machine = self._machine
+        with self._lock:
+            write = machine.on_outcome(admitted, outcome, self._time())
+        if write is None:
+            return
+        result = await self._awrite(write)
+        with self._lock:
+            machine.on_write(write, result, self._monotonic())
+        await self._adispatch()
+
+    async def _adispatch(self) -> None:
+        """Fire queued transitions in order. One dispatcher at a time drains the queue;
+        transitions queued meanwhile by others are fired by it."""
+        transitions = self._machine.transitions
+        hook = self._on_transition
+        with self._lock:
+            if self._dispatching or not transitions:
+                return
+            self._dispatching = True
+        try:
+            while True:
+                with self._lock:
+                    if not transitions:
+                        return
+                    transition = transitions.popleft()
+                if hook is None:
+                    continue
+                try:
+                    await hook.acall(transition)
+                except Exception:
+                    logger.warning(
+                        "on_transition hook for circuit %r raised; ignoring",
+                        self.name,
+                        exc_info=True,
+                    )
+        finally:
+            with self._lock:
+                self._dispatching = False
+
+    async def _arejected(self, reject: Reject, args: Any, kwargs: Any) -> Any:
+        if self._on_circuit_open is None:
+            raise CircuitBreakerOpenError(reject.circuit, reject.retry_after)
+        return await self._on_circuit_open.acall(*args, circuit=reject.circuit, **kwargs)
+
+    # -- the async API ---------------------------------------------------------------
+
+    async def call(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``await fn(*args, **kwargs)`` through the circuit.
+
+        Returns its result, or ``on_circuit_open``'s when the call is rejected; raises
+        its exception untouched, or :class:`CircuitBreakerOpenError` when rejected and
+        no ``on_circuit_open`` is set.
+        """
+        machine = self._machine
+        if self._monotonic() < machine.fast_deadline:
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                await self._arecord(ADMIT_CLOSED, self._classify(exc))
+                raise
+            machine.failures = 0
+            return result
+        return cast(T, await self._acall_slow(fn, args, kwargs))
+
+    async def _acall_slow(
+        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
+    ) -> Any:
+        if self._disabled:
+            return await fn(*args, **kwargs)
+        decision = await self._aadmit()
+        if isinstance(decision, Reject):
+            return await self._arejected(decision, args, kwargs)
+        timeout = self._call_timeout
+        timed_out = False
+        try:
+            if timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    result = await fn(*args, **kwargs)
+                timed_out = scope.cancelled_caught
+        except BaseException as exc:
+            await self._arecord(decision, self._classify(exc))
+            raise
+        if timed_out:
+            await self._arecord(decision, Outcome.FAILURE)
+            raise self._timeout_error()
+        await self._arecord(decision, Outcome.SUCCESS)
+        return result
+
+    async def __aenter__(self) -> CircuitBreaker:
+        if self._monotonic() < self._machine.fast_deadline or self._disabled:
+            return self
+        decision = await self._aadmit()
+        if isinstance(decision, Reject):
+            raise CircuitBreakerOpenError(decision.circuit, decision.retry_after)
+        self._push_entry(decision, with_timeout_scope=True)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry = self._pop_entry() if self._open_entry_count else None
+        if entry is None:
+            if exc is None:
+                self._machine.failures = 0
+            elif not self._disabled:
+                await self._arecord(ADMIT_CLOSED, self._classify(exc))
+            return
+        timed_out = False
+        if entry.scope is not None:
+            timed_out = bool(entry.scope.__exit__(exc_type, exc, tb))
+        if timed_out:
+            await self._arecord(entry.admitted, Outcome.FAILURE)
+            raise self._timeout_error() from None
+        outcome = Outcome.SUCCESS if exc is None else self._classify(exc)
+        await self._arecord(entry.admitted, outcome)
+
+    def _push_entry(self, admitted: Admit, *, with_timeout_scope: bool) -> None:
+        # Only admissions whose exit needs more than "closed, no timeout" are tracked,
+        # so the closed fast path never touches the context variable.
+        if admitted.probe_owner is None and self._call_timeout is None:
+            return
+        scope: anyio.CancelScope | None = None
+        if self._call_timeout is not None and with_timeout_scope:
+            scope = anyio.move_on_after(self._call_timeout)
+            scope.__enter__()
+        with self._lock:
+            self._open_entry_count += 1
+        parent = _open_entries.get()
+        _open_entries.set(_Entry(self, admitted, self._monotonic(), scope, parent))
+
+    def _pop_entry(self) -> _Entry | None:
+        entry = _open_entries.get()
+        previous = None
+        while entry is not None and entry.breaker is not self:
+            previous, entry = entry, entry.parent
+        if entry is None:
+            return None
+        if previous is None:
+            _open_entries.set(entry.parent)
+        else:
+            previous.parent = entry.parent
+        with self._lock:
+            self._open_entry_count -= 1
+        return entry
+
+    # -- the sync shim ---------------------------------------------------------------
+
+    def _read_sync(self) -> bool:
+        ops = self._store._blocking_ops()
+        if ops is None:
+            return run_blocking(self._arefresh)
+        try:
+            record = ops.read(self.name)
+            self._check_record(record)
+        except Exception as exc:
+            self._warn_store_failure("read", exc)
+            return False
+        with self._lock:
+            self._machine.on_read(record, self._monotonic())
+        return True
+
+    def _write_sync(self, write: StoreWrite) -> WriteResult | None:
+        ops = self._store._blocking_ops()
+        if ops is None:
+            return run_blocking(functools.partial(self._awrite, write))
+        try:
+            result = getattr(ops, write.operation)(self.name, **write.arguments)
+            self._check_write_result(result)
+        except Exception as exc:
+            self._warn_store_failure(write.kind.value, exc)
+            return None
+        return cast(WriteResult, result)
+
+    def _admit_sync(self) -> Admit | Reject:
+        machine = self._machine
+        refreshed = False
+        while True:
+            with self._lock:
+                decision = machine.admit(self._monotonic(), self._time(), refreshed=refreshed)
+            if decision is REFRESH:
+                if not self._read_sync():
+                    return ADMIT_CLOSED
+                refreshed = True
+                continue
+            if isinstance(decision, StoreWrite):
+                result = self._write_sync(decision)
+                with self._lock:
+                    decision = machine.on_write(decision, result, self._monotonic())
+                self._dispatch_sync()
+            return cast(Admit | Reject, decision)
+
+    def _record_sync(self, admitted: Admit, outcome: Outcome) -> None:
+        machine = self._machine
+        with self._lock:
+            write = machine.on_outcome(admitted, outcome, self._time())
+        if write is None:
+            return
+        result = self._write_sync(write)
+        with self._lock:
+            machine.on_write(write, result, self._monotonic())
+        self._dispatch_sync()
+
+    def _dispatch_sync(self) -> None:
+        transitions = self._machine.transitions
+        hook = self._on_transition
+        with self._lock:
+            if self._dispatching or not transitions:
+                return
+            self._dispatching = True
+        try:
+            while True:
+                with self._lock:
+                    if not transitions:
+                        return
+                    transition = transitions.popleft()
+                if hook is None:
+                    continue
+                try:
+                    hook.call_sync(transition)
+                except Exception:
+                    logger.warning(
+                        "on_transition hook for circuit %r raised; ignoring",
+                        self.name,
+                        exc_info=True,
+                    )
+        finally:
+            with self._lock:
+                self._dispatching = False
+
+    def _rejected_sync(self, reject: Reject, args: Any, kwargs: Any) -> Any:
+        if self._on_circuit_open is None:
+            raise CircuitBreakerOpenError(reject.circuit, reject.retry_after)
+        return self._on_circuit_open.call_sync(*args, circuit=reject.circuit, **kwargs)
+
+    def _call_sync_slow(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        if self._disabled:
+            return fn(*args, **kwargs)
+        decision = self._admit_sync()
+        if isinstance(decision, Reject):
+            return self._rejected_sync(decision, args, kwargs)
+        timeout = self._call_timeout
+        started = self._monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_sync(decision, self._classify(exc))
+            raise
+        # A blocking call cannot be cancelled: one that overran counts as a failure,
+        # but its result is not thrown away.
+        overran = timeout is not None and self._monotonic() - started > timeout
+        self._record_sync(decision, Outcome.FAILURE if overran else Outcome.SUCCESS)
+        return result
+
+    def __enter__(self) -> CircuitBreaker:
+        if self._monotonic() < self._machine.fast_deadline or self._disabled:
+            return self
+        decision = self._admit_sync()
+        if isinstance(decision, Reject):
+            raise CircuitBreakerOpenError(decision.circuit, decision.retry_after)
+        self._push_entry(decision, with_timeout_scope=False)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry = self._pop_entry() if self._open_entry_count else None
+        if entry is None:
+            if exc is None:
+                self._machine.failures = 0
+            elif not self._disabled:
+                self._record_sync(ADMIT_CLOSED, self._classify(exc))
+            return
+        if exc is not None:
+            outcome = self._classify(exc)
+        elif self._call_timeout is not None and (
+            self._monotonic() - entry.started > self._call_timeout
+        ):
+            outcome = Outcome.FAILURE
+        else:
+            outcome = Outcome.SUCCESS
+        self._record_sync(entry.admitted, outcome)
+
+    # -- decorator -------------------------------------------------------------------
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate ``fn``: an ``async def`` is protected natively, a plain ``def``
+        through the sync shim. The choice is made once, here."""
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+            raise TypeError(
+                f"@CircuitBreaker cannot protect the generator function {fn!r}: only a "
+                "call that returns (or awaits to) a result can succeed or fail"
+            )
+        if inspect.iscoroutinefunction(fn):
+            return self._wrap_async(cast(Callable[P, Coroutine[Any, Any, Any]], fn))
+        return self._wrap_sync(fn)
+
+    def _wrap_async(
+        self, fn: Callable[P, Coroutine[Any, Any, T]]
+    ) -> Callable[P, Coroutine[Any, Any, T]]:
+        machine = self._machine
+        monotonic = self._monotonic
+        record = self._arecord
+        classify = self._classify
+        slow = self._acall_slow
+
+        @functools.wraps(fn)
+        async def protected(*args: P.args, **kwargs: P.kwargs) -> T:
+            if monotonic() < machine.fast_deadline:
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    await record(ADMIT_CLOSED, classify(exc))
+                    raise
+                machine.failures = 0
+                return result
+            return cast(T, await slow(fn, args, kwargs))
+
+        return protected
+
+    def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
+        machine = self._machine
+        monotonic = self._monotonic
+        record = self._record_sync
+        classify = self._classify
+        slow = self._call_sync_slow
+
+        @functools.wraps(fn)
+        def protected(*args: P.args, **kwargs: P.kwargs) -> T:
+            if monotonic() < machine.fast_deadline:
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    record(ADMIT_CLOSED, classify(exc))
+                    raise
+                machine.failures = 0
+                return result
+            return cast(T, slow(fn, args, kwargs))
+
+        return protected
+
+
+def circuit_breaker(
+    name: str,
+    persistence_store: PersistenceStore | None = None,
+    on_circuit_open: Callable[..., Any] | None = None,
+    on_transition: Callable[[CircuitTransition], Any] | None = None,
+    config: CircuitBreakerConfig | None = None,
+) -> CircuitBreaker:
+    """Decorator factory with the parameters of Powertools' ``circuit_breaker``.
+
+    ``@circuit_breaker("payments", store)`` protects an ``async def`` or a plain ``def``;
+    it returns the :class:`CircuitBreaker`, which is itself the decorator.
+    """
+    return CircuitBreaker(
+        name,
+        persistence_store,
+        config=config,
+        on_circuit_open=on_circuit_open,
+        on_transition=on_transition,
+    )

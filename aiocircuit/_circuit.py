@@ -1,0 +1,43 @@
+"""The public vocabulary of a circuit: its states and the snapshots handed to user code."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class CircuitState(str, enum.Enum):
+    """The state of a circuit. Members compare equal to their plain string values, which
+    are the strings stored in the shared store."""
+
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class CircuitInfo:
+    """A snapshot of a circuit as a breaker saw it.
+
+    ``failure_count`` is the consecutive-failure count of the environment that tripped
+    the circuit, at trip time (0 in states not reached by a trip). ``opened_at`` is in
+    Unix seconds, ``None`` while closed.
+    """
+
+    name: str
+    state: CircuitState
+    failure_count: int = 0
+    opened_at: int | None = None
+
+
+@dataclass(frozen=True)
+class CircuitTransition:
+    """A state change made by this breaker, handed to ``on_transition``."""
+
+    circuit_name: str
+    from_state: CircuitState
+    to_state: CircuitState
+    opened_at: int | None = None

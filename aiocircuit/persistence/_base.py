@@ -1,0 +1,191 @@
+"""The contract every persistence backend implements.
+
+A store holds one record per circuit and changes it only through atomic, named
+compare-and-set operations: each write states the condition under which it applies and
+reports whether it won, together with the record as stored afterwards. There is no
+plain ``get`` then ``set``, so a stale process can never overwrite a newer state: it
+loses the condition and adopts what is stored.
+
+Fencing tokens: ``opened_at`` fences the trip and the probe election; the probe owner id
+fences every write a probe makes (renew, close, reopen).
+
+Timestamps are Unix seconds as whole numbers (rounded down by the breaker), so that
+records are byte-for-byte compatible with Powertools' DynamoDB items.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from .._circuit import CircuitInfo, CircuitState
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+
+@dataclass(frozen=True)
+class CircuitRecord:
+    """One circuit as stored: what every process in the fleet shares.
+
+    ``probe_owner`` and ``lease_expiry`` are set only while a probe holds the lease
+    (``HALF_OPEN``); ``opened_at`` only while the circuit is not ``CLOSED``.
+    """
+
+    state: CircuitState
+    failure_count: int = 0
+    opened_at: int | None = None
+    probe_owner: str | None = None
+    lease_expiry: int | None = None
+
+    def info(self, name: str) -> CircuitInfo:
+        """The public snapshot of this record."""
+        return CircuitInfo(name, self.state, self.failure_count, self.opened_at)
+
+
+CLOSED_RECORD = CircuitRecord(CircuitState.CLOSED)
+"""What a missing record means: a closed circuit with no history."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of a conditional write.
+
+    ``won`` says whether the condition held and the write applied; ``record`` is the
+    circuit as stored after the operation (the new record when won, the one that made the
+    condition fail when lost; ``None`` if no record exists).
+    """
+
+    won: bool
+    record: CircuitRecord | None
+
+
+class BlockingStoreOps(Protocol):
+    """The operations of a store that completes them without waiting on I/O.
+
+    The sync shim calls these directly instead of going through its event-loop portal.
+    Same names and arguments as ``PersistenceStore``'s methods, minus ``async``.
+    """
+
+    def read(self, name: str) -> CircuitRecord | None: ...
+    def trip(
+        self,
+        name: str,
+        *,
+        failure_count: int,
+        opened_at: int,
+        seen_opened_at: int | None,
+        expires_at: int,
+    ) -> WriteResult: ...
+    def acquire_probe(
+        self,
+        name: str,
+        *,
+        owner: str,
+        seen_opened_at: int,
+        now: float,
+        lease_expiry: int,
+        expires_at: int,
+    ) -> WriteResult: ...
+    def renew_probe(
+        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
+    ) -> WriteResult: ...
+    def close(self, name: str, *, owner: str, expires_at: int) -> WriteResult: ...
+    def reopen(
+        self, name: str, *, owner: str, opened_at: int, expires_at: int
+    ) -> WriteResult: ...
+
+
+class PersistenceStore(ABC):
+    """Async base class of circuit state stores.
+
+    Every method is one atomic operation on one circuit's record. Implementations raise
+    :class:`~aiocircuit.CircuitBreakerPersistenceError` (chained from the backend's own
+    error) for any failure of the store itself; a lost condition is not an error but a
+    ``WriteResult`` with ``won=False``.
+
+    ``expires_at`` on every write is the Unix second after which the record may be
+    reaped (a DynamoDB TTL); stores without expiry ignore it.
+    """
+
+    @abstractmethod
+    async def read(self, name: str) -> CircuitRecord | None:
+        """The stored record of circuit ``name``, or ``None`` if there is none."""
+
+    @abstractmethod
+    async def trip(
+        self,
+        name: str,
+        *,
+        failure_count: int,
+        opened_at: int,
+        seen_opened_at: int | None,
+        expires_at: int,
+    ) -> WriteResult:
+        """Store ``OPEN`` with ``opened_at`` and ``failure_count``, clearing any probe lease.
+
+        Applies only if the record is missing or ``CLOSED``, or ``OPEN`` with
+        ``opened_at == seen_opened_at`` (when ``seen_opened_at`` is not ``None``).
+        """
+
+    @abstractmethod
+    async def acquire_probe(
+        self,
+        name: str,
+        *,
+        owner: str,
+        seen_opened_at: int,
+        now: float,
+        lease_expiry: int,
+        expires_at: int,
+    ) -> WriteResult:
+        """Take the probe lease: store ``HALF_OPEN`` with ``owner`` and ``lease_expiry``
+        and ``failure_count`` 0, keeping ``opened_at``.
+
+        Applies only if the record is ``OPEN`` with no owner and
+        ``opened_at == seen_opened_at`` (the election), or ``HALF_OPEN`` with
+        ``lease_expiry <= now`` (the takeover of a lease whose holder vanished).
+        """
+
+    @abstractmethod
+    async def renew_probe(
+        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
+    ) -> WriteResult:
+        """Set the lease's expiry to ``lease_expiry``, only if ``owner`` holds it.
+
+        A probe renews its lease after each success, and releases it by renewing to an
+        expiry in the past (0), which lets the next caller take it over at once.
+        """
+
+    @abstractmethod
+    async def close(self, name: str, *, owner: str, expires_at: int) -> WriteResult:
+        """Store ``CLOSED``, clearing ``opened_at`` and the lease, only if ``owner`` holds
+        the lease."""
+
+    @abstractmethod
+    async def reopen(
+        self, name: str, *, owner: str, opened_at: int, expires_at: int
+    ) -> WriteResult:
+        """Store ``OPEN`` with a fresh ``opened_at``, clearing the lease, only if
+        ``owner`` holds it."""
+
+    def _blocking_ops(self) -> BlockingStoreOps | None:
+        """A blocking twin of this store's operations for the sync shim, or ``None`` (the
+        default) to run the async operations through the shim's event-loop portal."""
+        return None
+
+    async def aclose(self) -> None:  # noqa: B027  # optional hook: most stores hold nothing
+        """Release the store's connections. The default holds nothing to release."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
