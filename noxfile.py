@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+nox.options.download_python = "never"
+# `tests` runs on every supported Python this machine has, and skips the others.
+nox.options.error_on_missing_interpreters = False
 
-ALL_PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
-# Test on every supported Python this machine has; skip none silently that it has.
-PYTHONS = [v for v in ALL_PYTHONS if shutil.which(f"python{v}")] or ["3"]
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def _expose_pyenv_pythons() -> None:
+    """pyenv installs several Pythons but its shims run only the selected one; list
+    every installed 3.10-3.13 in PYENV_VERSION so `python3.X` finds each of them."""
+    if not shutil.which("pyenv") or "PYENV_VERSION" in os.environ:
+        return
+    run = subprocess.run
+    current = run(["pyenv", "version-name"], capture_output=True, text=True).stdout.strip()
+    installed = run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout
+    wanted = [v for v in installed.split() if any(v.startswith(p + ".") for p in PYTHONS)]
+    versions = [v for v in current.split(":") if v] + [v for v in wanted if v != current]
+    os.environ["PYENV_VERSION"] = ":".join(versions)
+
+
+_expose_pyenv_pythons()
 
 
 @nox.session(python=PYTHONS)

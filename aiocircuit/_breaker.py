@@ -260,8 +260,7 @@ class CircuitBreaker:
 
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(
-            f"call through circuit {self.name!r} exceeded call_timeout="
-            f"{self._call_timeout}s"
+            f"call through circuit {self.name!r} exceeded call_timeout={self._call_timeout}s"
         )
 
     # -- store access (async) --------------------------------------------------------
@@ -294,7 +293,7 @@ class CircuitBreaker:
                 f"store returned {type(result).__name__}, expected WriteResult"
             )
 
-    async def _aread(self) -> CircuitRecord | None | _StoreFailed:
+    async def _aread(self) -> CircuitRecord | _StoreFailed | None:
         try:
             with anyio.fail_after(self._store_timeout):
                 record = await self._store.read(self.name)
@@ -316,7 +315,7 @@ class CircuitBreaker:
             except Exception as exc:
                 self._warn_store_failure(write.kind.value, exc)
                 return None
-            return cast(WriteResult, result)
+        return cast(WriteResult, result)
 
     async def _arefresh(self) -> bool:
         """Read the store into the cache, sharing a read already in flight on this
@@ -360,8 +359,9 @@ class CircuitBreaker:
             if isinstance(decision, StoreWrite):
                 result = await self._awrite(decision)
                 with self._lock:
-                    decision = machine.on_write(decision, result, self._monotonic())
+                    elected = machine.on_election(decision, result, self._monotonic())
                 await self._adispatch()
+                return elected
             return cast(Admit | Reject, decision)
 
     async def _arecord(self, admitted: Admit, outcome: Outcome) -> None:
@@ -411,9 +411,7 @@ class CircuitBreaker:
 
     # -- the async API ---------------------------------------------------------------
 
-    async def call(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` through the circuit.
 
         Returns its result, or ``on_circuit_open``'s when the call is rejected; raises
@@ -431,9 +429,7 @@ class CircuitBreaker:
             return result
         return cast(T, await self._acall_slow(fn, args, kwargs))
 
-    async def _acall_slow(
-        self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
-    ) -> Any:
+    async def _acall_slow(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         if self._disabled:
             return await fn(*args, **kwargs)
         decision = await self._aadmit()
@@ -559,8 +555,9 @@ class CircuitBreaker:
             if isinstance(decision, StoreWrite):
                 result = self._write_sync(decision)
                 with self._lock:
-                    decision = machine.on_write(decision, result, self._monotonic())
+                    elected = machine.on_election(decision, result, self._monotonic())
                 self._dispatch_sync()
+                return elected
             return cast(Admit | Reject, decision)
 
     def _record_sync(self, admitted: Admit, outcome: Outcome) -> None:

@@ -45,8 +45,7 @@ def _exception_types(field: str, value: object) -> ExceptionTypes | None:
     elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise CircuitBreakerConfigError(
             field,
-            "must be an Exception subclass or an iterable of Exception subclasses, "
-            f"got {value!r}",
+            f"must be an Exception subclass or an iterable of Exception subclasses, got {value!r}",
         )
     else:
         items = list(value)
@@ -143,8 +142,7 @@ class CircuitBreakerConfig(BaseModel):
         if self.handled_exceptions is not None and self.ignored_exceptions is not None:
             raise CircuitBreakerConfigError(
                 "handled_exceptions",
-                "handled_exceptions and ignored_exceptions are mutually exclusive; "
-                "pass only one",
+                "handled_exceptions and ignored_exceptions are mutually exclusive; pass only one",
             )
         return self
 

@@ -81,7 +81,7 @@ class WriteKind(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class StoreWrite:
     """Decision: make this conditional write, then report its result with
-    :meth:`CircuitStateMachine.on_write`.
+    :meth:`CircuitStateMachine.on_election` (a probe election) or ``on_write``.
 
     ``arguments`` are the keyword arguments of the store method named by
     ``operation``; ``seen`` is the record the decision was made on.
@@ -285,40 +285,44 @@ class CircuitStateMachine:
 
     # -- write results ---------------------------------------------------------------
 
-    def on_write(
+    def on_election(
         self, write: StoreWrite, result: WriteResult | None, mono: float
-    ) -> Admit | Reject | None:
-        """Apply the result of ``write`` (``None``: the store failed, fail open).
+    ) -> Admit | Reject:
+        """Apply the result of a probe election (``None``: the store failed) and say
+        whether the call runs: as the probe, as a closed call (failing open, or the
+        circuit closed meanwhile), or not at all."""
+        self.probe_busy = False
+        if result is None:
+            return ADMIT_CLOSED  # fail open: the call runs as if the circuit were closed
+        self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
+        if not result.won:
+            return ADMIT_CLOSED if self.record.state is _CLOSED else self._reject(0.0)
+        owner: str = write.arguments["owner"]
+        self.lease_owner = owner
+        self.probe_successes = 0
+        self.probe_busy = True  # the probe now runs
+        if write.seen.state is _OPEN:  # a takeover of a lapsed lease is no transition
+            self._transition(_OPEN, _HALF_OPEN, self.record.opened_at)
+        return Admit(owner)
 
-        Transitions this process made are appended to ``transitions``. For a probe
-        election, returns whether the call runs (as a probe, or failing open) or not.
-        """
+    def on_write(self, write: StoreWrite, result: WriteResult | None, mono: float) -> None:
+        """Apply the result of a write that followed a call (``None``: the store
+        failed; nothing is cached from it). Transitions this process made are appended
+        to ``transitions``."""
         kind = write.kind
         if result is None:
-            return self._on_write_failed(write)
+            self._on_write_failed(kind)
+            return
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
-        if kind is WriteKind.ACQUIRE:
-            if not result.won:
-                self.probe_busy = False
-                if self.record.state is _CLOSED:
-                    return ADMIT_CLOSED
-                return self._reject(0.0)
-            owner = write.arguments["owner"]
-            self.lease_owner = owner
-            self.probe_successes = 0
-            if write.seen.state is _OPEN:  # a takeover of a lapsed lease is no transition
-                self._transition(_OPEN, _HALF_OPEN, self.record.opened_at)
-            return Admit(owner)
         if kind is WriteKind.TRIP:
             if result.won:
                 self._transition(_CLOSED, _OPEN, self.record.opened_at)
-            return None
+            return
         # Every other write ends the probe that made it.
         self.probe_busy = False
         if not result.won:
             self._drop_lease()  # fenced out: someone else holds the lease or moved on
-            return None
-        if kind is WriteKind.CLOSE:
+        elif kind is WriteKind.CLOSE:
             self._drop_lease()
             self.failures = 0
             self._transition(_HALF_OPEN, _CLOSED, None)
@@ -327,23 +331,17 @@ class CircuitStateMachine:
             self._transition(_HALF_OPEN, _OPEN, self.record.opened_at)
         elif kind is WriteKind.RELEASE:
             self._drop_lease()
-        return None
 
-    def _on_write_failed(self, write: StoreWrite) -> Admit | None:
-        # Nothing is cached from a failed write; the next read tells the truth.
-        kind = write.kind
+    def _on_write_failed(self, kind: WriteKind) -> None:
         if kind is WriteKind.TRIP:
-            return None  # the streak was reset: the next full streak tries again
+            return  # the streak was reset: the next full streak tries again
         self.probe_busy = False
-        if kind is WriteKind.ACQUIRE:
-            return ADMIT_CLOSED  # fail open: the call runs as if the circuit were closed
         if kind is WriteKind.CLOSE:
             self.probe_successes = self.success_threshold - 1  # the next success retries
         elif kind is WriteKind.REOPEN:
             # Our lease stays in the store until it expires, then anyone takes over.
             self._drop_lease()
         # RENEW, RELEASE: keep the lease; our next call probes under it while it lasts.
-        return None
 
     def _transition(
         self, from_state: CircuitState, to_state: CircuitState, opened_at: int | None

@@ -85,9 +85,7 @@ class _RecordTable:
                 and current.lease_expiry is not None
                 and current.lease_expiry <= now
             )
-            new = CircuitRecord(
-                CircuitState.HALF_OPEN, 0, current.opened_at, owner, lease_expiry
-            )
+            new = CircuitRecord(CircuitState.HALF_OPEN, 0, current.opened_at, owner, lease_expiry)
             return self._write_if(name, election or takeover, new)
 
     def _owned(self, name: str, owner: str) -> CircuitRecord | None:

@@ -1,0 +1,278 @@
+"""The contract every PersistenceStore honours, written once for all backends.
+
+Each operation is a compare-and-set: it applies only under its condition, reports
+whether it won, and returns the record as stored afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import anyio
+import pytest
+
+from aiocircuit import CircuitState
+from aiocircuit.persistence import CircuitRecord, PersistenceStore
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_800_000_000
+TTL = NOW + 7200
+_names = itertools.count()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"circuit-{next(_names)}"
+
+
+async def _open(store: PersistenceStore, name: str, opened_at: int = NOW) -> None:
+    result = await store.trip(
+        name, failure_count=5, opened_at=opened_at, seen_opened_at=None, expires_at=TTL
+    )
+    assert result.won
+
+
+async def _half_open(
+    store: PersistenceStore, name: str, owner: str = "a", lease_expiry: int = NOW + 30
+) -> None:
+    await _open(store, name)
+    result = await store.acquire_probe(
+        name,
+        owner=owner,
+        seen_opened_at=NOW,
+        now=NOW + 30,
+        lease_expiry=lease_expiry,
+        expires_at=TTL,
+    )
+    assert result.won
+
+
+async def test_missing_record_reads_as_none(store: PersistenceStore, name: str) -> None:
+    """A circuit never written has no record."""
+    assert await store.read(name) is None
+
+
+async def test_trip_creates_open_record(store: PersistenceStore, name: str) -> None:
+    """Tripping a missing circuit stores OPEN with its opened_at and failure count."""
+    result = await store.trip(
+        name, failure_count=5, opened_at=NOW, seen_opened_at=None, expires_at=TTL
+    )
+    expected = CircuitRecord(CircuitState.OPEN, failure_count=5, opened_at=NOW)
+    assert result.won
+    assert result.record == expected
+    assert await store.read(name) == expected
+
+
+async def test_trip_loses_to_newer_open(store: PersistenceStore, name: str) -> None:
+    """A trip fenced on a stale opened_at loses and returns the stored record."""
+    await _open(store, name, opened_at=NOW + 10)
+    result = await store.trip(
+        name, failure_count=3, opened_at=NOW + 20, seen_opened_at=NOW, expires_at=TTL
+    )
+    assert not result.won
+    assert result.record == CircuitRecord(CircuitState.OPEN, 5, NOW + 10)
+
+
+async def test_trip_over_open_it_saw(store: PersistenceStore, name: str) -> None:
+    """A trip fenced on the opened_at that is stored applies."""
+    await _open(store, name)
+    result = await store.trip(
+        name, failure_count=2, opened_at=NOW + 5, seen_opened_at=NOW, expires_at=TTL
+    )
+    assert result.won
+    assert result.record == CircuitRecord(CircuitState.OPEN, 2, NOW + 5)
+
+
+async def test_second_of_two_trips_loses(store: PersistenceStore, name: str) -> None:
+    """Two environments tripping from CLOSED: one wins, the other adopts its record."""
+    first = await store.trip(
+        name, failure_count=5, opened_at=NOW, seen_opened_at=None, expires_at=TTL
+    )
+    second = await store.trip(
+        name, failure_count=5, opened_at=NOW + 1, seen_opened_at=None, expires_at=TTL
+    )
+    assert first.won
+    assert not second.won
+    assert second.record == first.record
+
+
+async def test_trip_never_overwrites_a_probe(store: PersistenceStore, name: str) -> None:
+    """A stale environment cannot trip over a live HALF_OPEN lease."""
+    await _half_open(store, name)
+    result = await store.trip(
+        name, failure_count=5, opened_at=NOW + 40, seen_opened_at=None, expires_at=TTL
+    )
+    assert not result.won
+    assert result.record is not None
+    assert result.record.state is CircuitState.HALF_OPEN
+    assert result.record.probe_owner == "a"
+
+
+async def test_acquire_elects_one_probe(store: PersistenceStore, name: str) -> None:
+    """Winning the election stores HALF_OPEN with the owner and lease, keeping opened_at."""
+    await _open(store, name)
+    result = await store.acquire_probe(
+        name, owner="a", seen_opened_at=NOW, now=NOW + 30, lease_expiry=NOW + 60, expires_at=TTL
+    )
+    expected = CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "a", NOW + 60)
+    assert result.won
+    assert result.record == expected
+    assert await store.read(name) == expected
+
+
+async def test_acquire_on_missing_record_loses(store: PersistenceStore, name: str) -> None:
+    """There is nothing to probe on a circuit that was never opened."""
+    result = await store.acquire_probe(
+        name, owner="a", seen_opened_at=NOW, now=NOW, lease_expiry=NOW + 30, expires_at=TTL
+    )
+    assert not result.won
+    assert result.record is None
+
+
+async def test_acquire_fenced_on_opened_at(store: PersistenceStore, name: str) -> None:
+    """An election on a stale opened_at (the circuit reopened since) loses."""
+    await _open(store, name, opened_at=NOW + 50)
+    result = await store.acquire_probe(
+        name, owner="a", seen_opened_at=NOW, now=NOW + 90, lease_expiry=NOW + 120, expires_at=TTL
+    )
+    assert not result.won
+    assert result.record == CircuitRecord(CircuitState.OPEN, 5, NOW + 50)
+
+
+async def test_live_lease_is_not_taken(store: PersistenceStore, name: str) -> None:
+    """While a lease runs, a second election loses and sees the holder."""
+    await _half_open(store, name, owner="a", lease_expiry=NOW + 60)
+    result = await store.acquire_probe(
+        name, owner="b", seen_opened_at=NOW, now=NOW + 59, lease_expiry=NOW + 89, expires_at=TTL
+    )
+    assert not result.won
+    assert result.record is not None
+    assert result.record.probe_owner == "a"
+
+
+async def test_lapsed_lease_is_taken_over(store: PersistenceStore, name: str) -> None:
+    """Once its lease has expired, a vanished holder's lease can be taken over."""
+    await _half_open(store, name, owner="a", lease_expiry=NOW + 60)
+    result = await store.acquire_probe(
+        name, owner="b", seen_opened_at=NOW, now=NOW + 60, lease_expiry=NOW + 90, expires_at=TTL
+    )
+    assert result.won
+    assert result.record == CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "b", NOW + 90)
+
+
+async def test_renew_only_by_owner(store: PersistenceStore, name: str) -> None:
+    """Only the lease holder can renew its lease."""
+    await _half_open(store, name, owner="a")
+    stranger = await store.renew_probe(name, owner="b", lease_expiry=NOW + 99, expires_at=TTL)
+    owner = await store.renew_probe(name, owner="a", lease_expiry=NOW + 99, expires_at=TTL)
+    assert not stranger.won
+    assert owner.won
+    assert owner.record is not None
+    assert owner.record.lease_expiry == NOW + 99
+    assert owner.record.probe_owner == "a"
+
+
+async def test_release_lets_next_caller_probe(store: PersistenceStore, name: str) -> None:
+    """A lease renewed to expiry 0 is released: anyone takes it over at once."""
+    await _half_open(store, name, owner="a", lease_expiry=NOW + 60)
+    released = await store.renew_probe(name, owner="a", lease_expiry=0, expires_at=TTL)
+    assert released.won
+    taken = await store.acquire_probe(
+        name, owner="b", seen_opened_at=NOW, now=NOW + 31, lease_expiry=NOW + 61, expires_at=TTL
+    )
+    assert taken.won
+
+
+async def test_close_only_by_owner(store: PersistenceStore, name: str) -> None:
+    """Close is fenced on the probe owner and clears opened_at and the lease."""
+    await _half_open(store, name, owner="a")
+    stranger = await store.close(name, owner="b", expires_at=TTL)
+    assert not stranger.won
+    assert stranger.record is not None
+    assert stranger.record.state is CircuitState.HALF_OPEN
+    owner = await store.close(name, owner="a", expires_at=TTL)
+    assert owner.won
+    assert owner.record == CircuitRecord(CircuitState.CLOSED)
+    assert await store.read(name) == CircuitRecord(CircuitState.CLOSED)
+
+
+async def test_trip_after_close(store: PersistenceStore, name: str) -> None:
+    """A closed record trips again like a missing one."""
+    await _half_open(store, name, owner="a")
+    assert (await store.close(name, owner="a", expires_at=TTL)).won
+    result = await store.trip(
+        name, failure_count=4, opened_at=NOW + 100, seen_opened_at=None, expires_at=TTL
+    )
+    assert result.won
+    assert result.record == CircuitRecord(CircuitState.OPEN, 4, NOW + 100)
+
+
+async def test_reopen_only_by_owner(store: PersistenceStore, name: str) -> None:
+    """Reopen is fenced on the owner, sets a fresh opened_at and clears the lease."""
+    await _half_open(store, name, owner="a")
+    stranger = await store.reopen(name, owner="b", opened_at=NOW + 40, expires_at=TTL)
+    assert not stranger.won
+    owner = await store.reopen(name, owner="a", opened_at=NOW + 40, expires_at=TTL)
+    assert owner.won
+    assert owner.record == CircuitRecord(CircuitState.OPEN, 0, NOW + 40)
+
+
+async def test_reopened_circuit_can_be_elected(store: PersistenceStore, name: str) -> None:
+    """After a reopen, the next election on the new opened_at wins (no stale owner)."""
+    await _half_open(store, name, owner="a")
+    await store.reopen(name, owner="a", opened_at=NOW + 40, expires_at=TTL)
+    result = await store.acquire_probe(
+        name,
+        owner="b",
+        seen_opened_at=NOW + 40,
+        now=NOW + 70,
+        lease_expiry=NOW + 100,
+        expires_at=TTL,
+    )
+    assert result.won
+
+
+async def test_old_owner_fenced_after_takeover(store: PersistenceStore, name: str) -> None:
+    """A holder whose lease was taken over can no longer close or reopen."""
+    await _half_open(store, name, owner="a", lease_expiry=NOW + 60)
+    await store.acquire_probe(
+        name, owner="b", seen_opened_at=NOW, now=NOW + 61, lease_expiry=NOW + 91, expires_at=TTL
+    )
+    assert not (await store.close(name, owner="a", expires_at=TTL)).won
+    assert not (await store.reopen(name, owner="a", opened_at=NOW + 62, expires_at=TTL)).won
+    record = await store.read(name)
+    assert record is not None
+    assert record.probe_owner == "b"
+
+
+async def test_circuits_are_independent(store: PersistenceStore, name: str) -> None:
+    """Writing one circuit leaves every other untouched."""
+    await _open(store, name)
+    assert await store.read(name + "-other") is None
+
+
+async def test_concurrent_elections_have_one_winner(store: PersistenceStore, name: str) -> None:
+    """Fifty racing elections on one OPEN record: exactly one wins."""
+    await _open(store, name)
+    wins: list[str] = []
+
+    async def elect(owner: str) -> None:
+        result = await store.acquire_probe(
+            name,
+            owner=owner,
+            seen_opened_at=NOW,
+            now=NOW + 30,
+            lease_expiry=NOW + 60,
+            expires_at=TTL,
+        )
+        if result.won:
+            wins.append(owner)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(elect, f"owner-{i}")
+    assert len(wins) == 1
+    record = await store.read(name)
+    assert record is not None
+    assert record.probe_owner == wins[0]

@@ -1,0 +1,197 @@
+"""Many callers at once: one probe per recovery across tasks, threads and breakers
+sharing a store; fresh event loops per invocation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any
+
+import anyio
+import pytest
+
+from aiocircuit import CircuitBreaker, CircuitBreakerConfig, CircuitBreakerOpenError, CircuitState
+from aiocircuit.persistence import InMemoryPersistence
+from aiocircuit.testing import FakeClock
+
+CONFIG = CircuitBreakerConfig(
+    failure_threshold=1, success_threshold=1, recovery_timeout=30, local_cache_max_age=5
+)
+
+
+async def _fail() -> None:
+    raise ConnectionError("down")
+
+
+def _fail_sync() -> None:
+    raise ConnectionError("down")
+
+
+@pytest.mark.anyio
+async def test_stampede_of_200_tasks_makes_one_downstream_call(clock: FakeClock) -> None:
+    """200 tasks at the moment of recovery: exactly one reaches the downstream; the
+    rest are rejected as open while it probes."""
+    breaker = CircuitBreaker("stampede", InMemoryPersistence(), config=CONFIG, clock=clock)
+    with pytest.raises(ConnectionError):
+        await breaker.call(_fail)
+    clock.advance(30)
+    release = anyio.Event()
+    downstream_calls = 0
+    rejected = 0
+
+    async def downstream() -> str:
+        nonlocal downstream_calls
+        downstream_calls += 1
+        await release.wait()
+        return "ok"
+
+    async def caller() -> None:
+        nonlocal rejected
+        try:
+            await breaker.call(downstream)
+        except CircuitBreakerOpenError:
+            rejected += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(200):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert downstream_calls == 1
+    assert rejected == 199
+    assert breaker.state is CircuitState.CLOSED
+
+
+@pytest.mark.anyio
+async def test_fleet_of_breakers_elects_one_probe(clock: FakeClock) -> None:
+    """Ten breakers sharing one store (ten 'processes') x 20 tasks each at recovery:
+    exactly one downstream call in the whole fleet."""
+    store = InMemoryPersistence()
+    fleet = [CircuitBreaker("fleet", store, config=CONFIG, clock=clock) for _ in range(10)]
+    with pytest.raises(ConnectionError):
+        await fleet[0].call(_fail)
+    clock.advance(30)
+    release = anyio.Event()
+    calls = 0
+
+    async def downstream() -> None:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+
+    async def caller(breaker: CircuitBreaker) -> None:
+        with contextlib.suppress(CircuitBreakerOpenError):
+            await breaker.call(downstream)
+
+    async with anyio.create_task_group() as tg:
+        for breaker in fleet:
+            for _ in range(20):
+                tg.start_soon(caller, breaker)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert calls == 1
+
+
+@pytest.mark.anyio
+async def test_second_environment_rejects_after_first_trips(clock: FakeClock) -> None:
+    """Two breakers on one store: once one trips, the other rejects within
+    local_cache_max_age without running its call."""
+    store = InMemoryPersistence()
+    first = CircuitBreaker("shared", store, config=CONFIG, clock=clock)
+    second = CircuitBreaker("shared", store, config=CONFIG, clock=clock)
+    calls = 0
+
+    async def downstream() -> None:
+        nonlocal calls
+        calls += 1
+
+    await second.call(downstream)  # caches CLOSED
+    with pytest.raises(ConnectionError):
+        await first.call(_fail)
+    clock.advance(5)
+    with pytest.raises(CircuitBreakerOpenError):
+        await second.call(downstream)
+    assert calls == 1
+
+
+def _trip_sync(breaker: CircuitBreaker) -> None:
+    protected = breaker(_fail_sync)
+    with pytest.raises(ConnectionError):
+        protected()
+
+
+def _stampede_threads(breaker: CircuitBreaker, threads: int) -> tuple[int, int]:
+    barrier = threading.Barrier(threads)
+    lock = threading.Lock()
+    calls = rejected = 0
+    entered = threading.Event()
+
+    @breaker
+    def downstream() -> str:
+        nonlocal calls
+        with lock:
+            calls += 1
+        entered.set()
+        barrier.wait()  # every thread has made its attempt before the probe ends
+        return "ok"
+
+    def worker() -> None:
+        nonlocal rejected
+        try:
+            downstream()
+        except CircuitBreakerOpenError:
+            with lock:
+                rejected += 1
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=30)
+    return calls, rejected
+
+
+def test_eight_threads_through_sync_shim_make_one_probe(clock: FakeClock) -> None:
+    """Eight threads through the sync shim at recovery: exactly one probe runs."""
+    breaker = CircuitBreaker("threads", InMemoryPersistence(), config=CONFIG, clock=clock)
+    _trip_sync(breaker)
+    clock.advance(30)
+    assert _stampede_threads(breaker, 8) == (1, 7)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_eight_threads_through_the_portal_make_one_probe(clock: FakeClock) -> None:
+    """The same with an async-only store, which the sync shim reaches via its portal."""
+    from .stores import InstrumentedStore
+
+    breaker = CircuitBreaker("threads", InstrumentedStore(), config=CONFIG, clock=clock)
+    _trip_sync(breaker)
+    clock.advance(30)
+    assert _stampede_threads(breaker, 8) == (1, 7)
+    assert breaker.state is CircuitState.CLOSED
+
+
+def test_fresh_event_loop_per_invocation() -> None:
+    """One breaker used from a new asyncio loop per invocation (asyncio.run per Lambda
+    invocation) keeps its state across loops."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("lambda", InMemoryPersistence(), config=CONFIG, clock=clock)
+
+    async def handler(fail: bool) -> Any:
+        if fail:
+            return await breaker.call(_fail)
+        return await breaker.call(asyncio.sleep, 0, "ok")
+
+    assert asyncio.run(handler(False)) == "ok"
+    clock.advance(5)
+    with pytest.raises(ConnectionError):
+        asyncio.run(handler(True))
+    with pytest.raises(CircuitBreakerOpenError):
+        asyncio.run(handler(False))
+    clock.advance(30)
+    assert asyncio.run(handler(False)) == "ok"
+    assert breaker.state is CircuitState.CLOSED

@@ -1,0 +1,129 @@
+"""Configuration is validated once, at construction, with errors that name the field."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from aiocircuit import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerConfigError,
+    CircuitBreakerError,
+)
+
+
+def test_defaults_match_powertools() -> None:
+    """The shared fields carry Powertools' defaults; ours add call and store timeouts."""
+    config = CircuitBreakerConfig()
+    assert (
+        config.failure_threshold,
+        config.success_threshold,
+        config.recovery_timeout,
+        config.handled_exceptions,
+        config.ignored_exceptions,
+        config.local_cache_max_age,
+        config.call_timeout,
+        config.store_timeout,
+    ) == (5, 3, 30.0, None, None, 5.0, None, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("failure_threshold", 0),
+        ("failure_threshold", -1),
+        ("failure_threshold", 2.5),
+        ("failure_threshold", True),
+        ("failure_threshold", "5"),
+        ("success_threshold", 0),
+        ("success_threshold", None),
+        ("recovery_timeout", 0),
+        ("recovery_timeout", -1.0),
+        ("recovery_timeout", math.inf),
+        ("recovery_timeout", math.nan),
+        ("recovery_timeout", "30"),
+        ("local_cache_max_age", -0.5),
+        ("local_cache_max_age", math.inf),
+        ("call_timeout", 0),
+        ("call_timeout", -1),
+        ("store_timeout", 0),
+        ("store_timeout", None),
+        ("handled_exceptions", "ValueError"),
+        ("handled_exceptions", []),
+        ("handled_exceptions", [ValueError, 3]),
+        ("handled_exceptions", int),
+        ("handled_exceptions", KeyboardInterrupt),
+        ("ignored_exceptions", 42),
+        ("ignored_exceptions", ()),
+    ],
+)
+def test_invalid_value_names_the_field(field: str, value: Any) -> None:
+    """Every invalid value raises CircuitBreakerConfigError (a ValueError) naming the
+    field and what is allowed."""
+    with pytest.raises(CircuitBreakerConfigError) as caught:
+        CircuitBreakerConfig(**{field: value})
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, CircuitBreakerError)
+
+
+def test_exception_lists_are_mutually_exclusive() -> None:
+    """handled_exceptions and ignored_exceptions cannot both be set."""
+    with pytest.raises(CircuitBreakerConfigError, match="mutually exclusive"):
+        CircuitBreakerConfig(handled_exceptions=KeyError, ignored_exceptions=ValueError)
+
+
+def test_unknown_field_is_named() -> None:
+    """A misspelt field is an error that names it and lists the real ones."""
+    with pytest.raises(CircuitBreakerConfigError, match="failure_treshold") as caught:
+        CircuitBreakerConfig(failure_treshold=3)
+    assert "failure_threshold" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [ValueError, [ValueError, KeyError], (ValueError, KeyError), iter([ValueError, KeyError])],
+)
+def test_exception_lists_are_normalised(given: Any) -> None:
+    """One class, a list, a tuple or an iterator: stored as a tuple."""
+    config = CircuitBreakerConfig(handled_exceptions=given)
+    assert isinstance(config.handled_exceptions, tuple)
+    assert config.handled_exceptions[0] is ValueError
+
+
+def test_config_is_frozen() -> None:
+    """A config cannot be changed after construction."""
+    config = CircuitBreakerConfig()
+    with pytest.raises(ValueError, match="frozen"):
+        config.failure_threshold = 1  # type: ignore[misc]
+
+
+def test_numbers_are_normalised() -> None:
+    """Integer seconds are accepted and stored as floats."""
+    config = CircuitBreakerConfig(recovery_timeout=10, local_cache_max_age=0, call_timeout=2)
+    assert config.recovery_timeout == 10.0
+    assert config.local_cache_max_age == 0.0
+    assert config.call_timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": 3}, "name"),
+        ({"config": {"failure_threshold": 2}}, "config"),
+        ({"persistence_store": "dynamodb"}, "persistence_store"),
+        ({"on_circuit_open": "fallback"}, "on_circuit_open"),
+        ({"on_transition": 1}, "on_transition"),
+    ],
+)
+def test_breaker_arguments_are_checked(kwargs: dict[str, Any], field: str) -> None:
+    """Bad breaker arguments fail at construction, naming the argument."""
+    arguments: dict[str, Any] = {"name": "c", **kwargs}
+    with pytest.raises(CircuitBreakerConfigError) as caught:
+        CircuitBreaker(**arguments)
+    assert caught.value.field == field
