@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
@@ -56,6 +57,9 @@ T = TypeVar("T")
 
 DISABLE_ENV_VAR = "AIOCIRCUIT_DISABLED"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
+
+# Every breaker of this process, so a forked child can drop what belongs to its parent.
+_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 _default_store: InMemoryPersistence | None = None
 _default_store_lock = threading.Lock()
@@ -217,6 +221,15 @@ class CircuitBreaker:
         self._read_flight: _ReadFlight | None = None
         self._dispatching = False
         self._open_entry_count = 0
+        _breakers.add(self)
+
+    def _forget_parent_process(self) -> None:
+        # In a forked child: the parent's lease, pending read, locks held by its other
+        # threads and cached record are not ours. Start as a fresh environment would.
+        self._lock = threading.Lock()
+        self._read_flight = None
+        self._dispatching = False
+        self._machine.forget_process_state()
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self.state.value}>"
@@ -719,6 +732,14 @@ class CircuitBreaker:
             return cast(T, slow(fn, args, kwargs))
 
         return protected
+
+
+def _forget_parent_process_in_child() -> None:
+    for breaker in list(_breakers):
+        breaker._forget_parent_process()
+
+
+os.register_at_fork(after_in_child=_forget_parent_process_in_child)
 
 
 def circuit_breaker(

@@ -23,17 +23,15 @@ def _positive_int(field: str, value: object) -> int:
     return value
 
 
-def _seconds(field: str, value: object, *, allow_zero: bool) -> float:
-    bound = ">= 0" if allow_zero else "> 0"
+def _seconds(field: str, value: object, *, minimum: float, inclusive: bool) -> float:
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+    problem = f"must be a finite number of seconds {bound}, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CircuitBreakerConfigError(
-            field, f"must be a finite number of seconds {bound}, got {value!r}"
-        )
+        raise CircuitBreakerConfigError(field, problem)
     seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise CircuitBreakerConfigError(
-            field, f"must be a finite number of seconds {bound}, got {value!r}"
-        )
+    too_small = seconds < minimum if inclusive else seconds <= minimum
+    if not math.isfinite(seconds) or too_small:
+        raise CircuitBreakerConfigError(field, problem)
     return seconds
 
 
@@ -70,7 +68,8 @@ class CircuitBreakerConfig(BaseModel):
             circuit.
         success_threshold: consecutive successful probes that close it again.
         recovery_timeout: seconds a circuit stays open before one probe may run; also
-            the length of a probe lease.
+            the length of a probe lease. At least 1: stores keep whole Unix seconds, so
+            a probe may start up to one second before the full timeout has passed.
         handled_exceptions: only these exception types count as failures (one type or
             an iterable of types).
         ignored_exceptions: every ``Exception`` except these counts as a failure.
@@ -117,20 +116,29 @@ class CircuitBreakerConfig(BaseModel):
     def _check_thresholds(cls, value: object, info: Any) -> int:
         return _positive_int(info.field_name, value)
 
-    @field_validator("recovery_timeout", "store_timeout", mode="before")
+    @field_validator("recovery_timeout", mode="before")
     @classmethod
-    def _check_timeouts(cls, value: object, info: Any) -> float:
-        return _seconds(info.field_name, value, allow_zero=False)
+    def _check_recovery_timeout(cls, value: object, info: Any) -> float:
+        # Stores keep whole seconds (Powertools' item layout): a shorter recovery
+        # timeout could not be told apart from none at all.
+        return _seconds(info.field_name, value, minimum=1, inclusive=True)
+
+    @field_validator("store_timeout", mode="before")
+    @classmethod
+    def _check_store_timeout(cls, value: object, info: Any) -> float:
+        return _seconds(info.field_name, value, minimum=0, inclusive=False)
 
     @field_validator("local_cache_max_age", mode="before")
     @classmethod
     def _check_cache_age(cls, value: object, info: Any) -> float:
-        return _seconds(info.field_name, value, allow_zero=True)
+        return _seconds(info.field_name, value, minimum=0, inclusive=True)
 
     @field_validator("call_timeout", mode="before")
     @classmethod
     def _check_call_timeout(cls, value: object, info: Any) -> float | None:
-        return None if value is None else _seconds(info.field_name, value, allow_zero=False)
+        if value is None:
+            return None
+        return _seconds(info.field_name, value, minimum=0, inclusive=False)
 
     @field_validator("handled_exceptions", "ignored_exceptions", mode="before")
     @classmethod

@@ -67,9 +67,16 @@ def _stop_portal() -> None:
         cm.__exit__(None, None, None)
 
 
+# The parent's portal, kept referenced forever in a forked child: dropping the last
+# reference would finalise its context manager, which stops the portal by waiting on a
+# thread that does not exist in the child, and hangs.
+_orphans: list[object] = []
+
+
 def _forget_portal_after_fork() -> None:
-    # The parent's portal thread does not exist in the child; drop it without joining.
     global _portal, _portal_cm, _lock
+    if _portal_cm is not None:
+        _orphans.append(_portal_cm)
     _portal = None
     _portal_cm = None
     _lock = threading.Lock()

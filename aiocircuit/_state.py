@@ -150,6 +150,17 @@ class CircuitStateMachine:
         self.probe_successes = 0
         self.transitions: deque[CircuitTransition] = deque()
 
+    def forget_process_state(self) -> None:
+        """Drop everything local (streak, lease, cache): this is now a new process."""
+        self.record = CLOSED_RECORD
+        self.fresh_until = -math.inf
+        self.fast_deadline = -math.inf
+        self.failures = 0
+        self.lease_owner = None
+        self.probe_busy = False
+        self.probe_successes = 0
+        self.transitions.clear()
+
     # -- reading ---------------------------------------------------------------------
 
     @property
@@ -201,8 +212,7 @@ class CircuitStateMachine:
             return self._reject(0.0)
         if self.lease_owner is not None:
             if record.lease_expiry is not None and wall < record.lease_expiry:
-                self.probe_busy = True
-                return Admit(self.lease_owner)
+                return self._renew(wall)
             self._drop_lease()  # our lease ran out: take it again like anyone else
         if record.state is _OPEN:
             opened_at = record.opened_at if record.opened_at is not None else int(wall)
@@ -222,16 +232,32 @@ class CircuitStateMachine:
     def _reject(self, retry_after: float) -> Reject:
         return Reject(self.record.info(self.name), retry_after)
 
+    def _lease_expiry(self, wall: float) -> int:
+        # Rounded up: a lease always runs at least recovery_timeout, so a probe that
+        # starts under it is never taken over sooner than that.
+        return math.ceil(wall + self.recovery_timeout)
+
     def _acquire(self, seen_opened_at: int, wall: float) -> StoreWrite:
         self.probe_busy = True
         arguments = {
             "owner": self.new_owner_id(),
             "seen_opened_at": seen_opened_at,
             "now": wall,
-            "lease_expiry": int(wall + self.recovery_timeout),
+            "lease_expiry": self._lease_expiry(wall),
             "expires_at": self._expires_at(wall),
         }
         return StoreWrite(WriteKind.ACQUIRE, arguments, self.record)
+
+    def _renew(self, wall: float) -> StoreWrite:
+        # Each probe after the first renews the lease as it starts (the previous one
+        # succeeded), so a running probe always has a full lease ahead of it.
+        self.probe_busy = True
+        arguments = {
+            "owner": self.lease_owner,
+            "lease_expiry": self._lease_expiry(wall),
+            "expires_at": self._expires_at(wall),
+        }
+        return StoreWrite(WriteKind.RENEW, arguments, self.record)
 
     # -- outcomes --------------------------------------------------------------------
 
@@ -255,12 +281,8 @@ class CircuitStateMachine:
         if self.probe_successes >= self.success_threshold:
             arguments = {"owner": owner, "expires_at": expires_at}
             return StoreWrite(WriteKind.CLOSE, arguments, self.record)
-        arguments = {
-            "owner": owner,
-            "lease_expiry": int(wall + self.recovery_timeout),
-            "expires_at": expires_at,
-        }
-        return StoreWrite(WriteKind.RENEW, arguments, self.record)
+        self.probe_busy = False  # the next call probes, renewing the lease as it starts
+        return None
 
     def _on_closed_outcome(self, outcome: Outcome, wall: float) -> StoreWrite | None:
         if self.record.state is not _CLOSED:
@@ -288,21 +310,24 @@ class CircuitStateMachine:
     def on_election(
         self, write: StoreWrite, result: WriteResult | None, mono: float
     ) -> Admit | Reject:
-        """Apply the result of a probe election (``None``: the store failed) and say
-        whether the call runs: as the probe, as a closed call (failing open, or the
-        circuit closed meanwhile), or not at all."""
+        """Apply the result of the write that admits a probe (taking the lease, or
+        renewing ours; ``None``: the store failed) and say whether the call runs: as the
+        probe, as a closed call (failing open, or the circuit closed meanwhile), or not
+        at all."""
         self.probe_busy = False
         if result is None:
             return ADMIT_CLOSED  # fail open: the call runs as if the circuit were closed
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
         if not result.won:
+            self._drop_lease()
             return ADMIT_CLOSED if self.record.state is _CLOSED else self._reject(0.0)
         owner: str = write.arguments["owner"]
-        self.lease_owner = owner
-        self.probe_successes = 0
+        if write.kind is WriteKind.ACQUIRE:
+            self.lease_owner = owner
+            self.probe_successes = 0
+            if write.seen.state is _OPEN:  # a takeover of a lapsed lease is no transition
+                self._transition(_OPEN, _HALF_OPEN, self.record.opened_at)
         self.probe_busy = True  # the probe now runs
-        if write.seen.state is _OPEN:  # a takeover of a lapsed lease is no transition
-            self._transition(_OPEN, _HALF_OPEN, self.record.opened_at)
         return Admit(owner)
 
     def on_write(self, write: StoreWrite, result: WriteResult | None, mono: float) -> None:
@@ -341,7 +366,7 @@ class CircuitStateMachine:
         elif kind is WriteKind.REOPEN:
             # Our lease stays in the store until it expires, then anyone takes over.
             self._drop_lease()
-        # RENEW, RELEASE: keep the lease; our next call probes under it while it lasts.
+        # RELEASE: keep the lease; our next call probes under it while it lasts.
 
     def _transition(
         self, from_state: CircuitState, to_state: CircuitState, opened_at: int | None

@@ -248,13 +248,14 @@ async def test_vanished_lease_holder_is_taken_over(clock: FakeClock) -> None:
         clock.advance(9)
         assert await other.call(downstream, "took over") == "took over"
         hanging.set()
-    # The old holder's late success is fenced out: the new owner's lease stands.
-    info = await other.info()
-    assert info.state is CircuitState.HALF_OPEN
+    # The old holder's late success changes nothing: the new owner's lease stands, and
+    # the old holder's next call is rejected rather than probing under a lost lease.
     record = await shared.read("payments")
     assert record is not None
-    assert record.lease_expiry == 1_800_000_030  # taken at +20, renewed on its success
+    assert record.lease_expiry == 1_800_000_030  # taken over at +20 for recovery_timeout
     assert record.probe_owner == other._machine.lease_owner
+    with pytest.raises(CircuitBreakerOpenError):
+        await holder.call(downstream)
     assert holder._machine.lease_owner is None
 
 

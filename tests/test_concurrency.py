@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from typing import Any
 
@@ -22,6 +23,10 @@ CONFIG = CircuitBreakerConfig(
 
 async def _fail() -> None:
     raise ConnectionError("down")
+
+
+async def _ok() -> str:
+    return "ok"
 
 
 def _fail_sync() -> None:
@@ -195,3 +200,66 @@ def test_fresh_event_loop_per_invocation() -> None:
     clock.advance(30)
     assert asyncio.run(handler(False)) == "ok"
     assert breaker.state is CircuitState.CLOSED
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_child_does_not_inherit_the_lease(clock: FakeClock) -> None:
+    """A process forked while its parent holds the probe lease (and runs the shim's
+    portal) starts without either: it does not probe under the parent's lease, and its
+    own shim works through a portal of its own."""
+    from .stores import InstrumentedStore
+
+    breaker = CircuitBreaker("fork", InstrumentedStore(), config=CONFIG, clock=clock)
+    _trip_sync(breaker)  # through the portal: the parent's portal thread is running
+    clock.advance(30)
+    read_end, write_end = os.pipe()
+    with breaker:  # the parent is mid-probe, holding the lease
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave without running parent cleanups
+            verdict = b"probed under the parent's lease"
+            try:
+                with breaker:
+                    pass
+            except CircuitBreakerOpenError:
+                verdict = b"rejected"
+            except BaseException as exc:
+                verdict = repr(exc).encode()
+            os.write(write_end, verdict)
+            os._exit(0)
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+        child_said = os.read(read_end, 200)
+        os.close(read_end)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_said == b"rejected"
+    assert breaker.state is CircuitState.CLOSED  # the parent's probe closed it
+
+
+@pytest.mark.anyio
+async def test_running_probe_always_has_a_full_lease() -> None:
+    """A probe that starts just before its holder's lease would run out renews it first,
+    so no other environment can take over while it runs (for up to recovery_timeout)."""
+    clock = FakeClock(wall_start=1000.0)
+    config = CircuitBreakerConfig(
+        failure_threshold=1, success_threshold=3, recovery_timeout=1, local_cache_max_age=0
+    )
+    store = InMemoryPersistence()
+    a = CircuitBreaker("lease", store, config=config, clock=clock)
+    b = CircuitBreaker("lease", store, config=config, clock=clock)
+    with pytest.raises(ConnectionError):
+        await a.call(_fail)
+    clock.advance(1.0)
+    await a.call(_ok)  # probe 1: takes the lease
+    clock.advance(0.99)
+    await a.call(_ok)  # probe 2, at wall 1001.99
+    clock.advance(0.005)
+    release = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(a.call, release.wait)  # probe 3 starts at 1001.995 and hangs
+        await anyio.wait_all_tasks_blocked()
+        for step in (0.005, 0.99):  # walls 1002.0 and 1002.99
+            clock.advance(step)
+            with pytest.raises(CircuitBreakerOpenError):
+                await b.call(_ok)
+        release.set()
+    assert a.state is CircuitState.CLOSED

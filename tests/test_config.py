@@ -41,6 +41,7 @@ def test_defaults_match_powertools() -> None:
         ("success_threshold", 0),
         ("success_threshold", None),
         ("recovery_timeout", 0),
+        ("recovery_timeout", 0.5),
         ("recovery_timeout", -1.0),
         ("recovery_timeout", math.inf),
         ("recovery_timeout", math.nan),

@@ -153,8 +153,9 @@ class PersistenceStore(ABC):
     ) -> WriteResult:
         """Set the lease's expiry to ``lease_expiry``, only if ``owner`` holds it.
 
-        A probe renews its lease after each success, and releases it by renewing to an
-        expiry in the past (0), which lets the next caller take it over at once.
+        A probe holder renews its lease as each probe after the first starts, and
+        releases it by renewing to an expiry in the past (0), which lets the next caller
+        take it over at once.
         """
 
     @abstractmethod
