@@ -13,6 +13,7 @@ from ._errors import (
     CircuitBreakerError,
     CircuitBreakerOpenError,
     CircuitBreakerPersistenceError,
+    CircuitBreakerUnsupportedBackendError,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "CircuitBreakerError",
     "CircuitBreakerOpenError",
     "CircuitBreakerPersistenceError",
+    "CircuitBreakerUnsupportedBackendError",
     "CircuitInfo",
     "CircuitState",
     "CircuitTransition",

@@ -35,6 +35,7 @@ from ._errors import (
     CircuitBreakerConfigError,
     CircuitBreakerOpenError,
     CircuitBreakerPersistenceError,
+    CircuitBreakerUnsupportedBackendError,
 )
 from ._hooks import Hook
 from ._portal import run_blocking
@@ -251,6 +252,8 @@ class CircuitBreaker:
         try:
             with anyio.fail_after(self._store_timeout):
                 record = await self._store.read(self.name)
+        except CircuitBreakerPersistenceError:
+            raise
         except Exception as exc:
             raise CircuitBreakerPersistenceError(
                 f"reading circuit {self.name!r} failed", f"{type(exc).__name__}: {exc}"
@@ -311,6 +314,8 @@ class CircuitBreaker:
             with anyio.fail_after(self._store_timeout):
                 record = await self._store.read(self.name)
             self._check_record(record)
+        except CircuitBreakerUnsupportedBackendError:
+            raise  # a configuration mistake: failing open would hide it forever
         except Exception as exc:
             self._warn_store_failure("read", exc)
             return _STORE_FAILED
@@ -325,6 +330,8 @@ class CircuitBreaker:
                     method = getattr(self._store, write.operation)
                     result = await method(self.name, **write.arguments)
                 self._check_write_result(result)
+            except CircuitBreakerUnsupportedBackendError:
+                raise
             except Exception as exc:
                 self._warn_store_failure(write.kind.value, exc)
                 return None

@@ -6,6 +6,7 @@
      ├── CircuitBreakerOpenError         a call was not admitted
      ├── CircuitBreakerConfigError       bad configuration (also a ValueError)
      └── CircuitBreakerPersistenceError  a store failed (chained from the backend's error)
+          └── CircuitBreakerUnsupportedBackendError  a store cannot run here at all
 
 The caller's own exceptions are never wrapped: a protected call that raises re-raises
 exactly what the downstream raised.
@@ -74,4 +75,14 @@ class CircuitBreakerPersistenceError(CircuitBreakerError):
 
     Breakers never let this reach a protected call: they fail open and log a warning.
     It reaches callers of explicit store operations such as ``CircuitBreaker.info()``.
+    """
+
+
+class CircuitBreakerUnsupportedBackendError(CircuitBreakerPersistenceError):
+    """A store cannot run in this environment at all, e.g. ``DynamoDBPersistence``
+    (aioboto3, asyncio only) under trio.
+
+    The one store error a protected call raises instead of failing open: it is a
+    configuration mistake that would otherwise leave the circuit unprotected forever,
+    in silence.
     """

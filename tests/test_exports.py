@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -20,10 +22,16 @@ CONTRACT = {
         "CircuitBreakerOpenError",
         "CircuitBreakerConfigError",
         "CircuitBreakerPersistenceError",
+        "CircuitBreakerUnsupportedBackendError",
     },
-    "aiocircuit.persistence": {"PersistenceStore", "InMemoryPersistence"},
+    "aiocircuit.persistence": {"PersistenceStore", "InMemoryPersistence", "DynamoDBPersistence"},
+    "aiocircuit.persistence.dynamodb": {"DynamoDBPersistence"},
     "aiocircuit.testing": {"FakeClock"},
 }
+
+# Names a module exports lazily (so that importing it never imports an optional extra),
+# with the module that defines them.
+LAZY = {"aiocircuit.persistence": {"DynamoDBPersistence": "aiocircuit.persistence.dynamodb"}}
 
 
 @pytest.mark.parametrize("module_name", sorted(CONTRACT))
@@ -33,12 +41,12 @@ def test_all_is_sorted_and_complete(module_name: str) -> None:
     exported = module.__all__
     assert exported == sorted(exported)
     assert CONTRACT[module_name] <= set(exported)
-    public = {
+    defined_here = {
         name
         for name, value in vars(module).items()
-        if not name.startswith("_") and getattr(value, "__module__", "").startswith("aiocircuit")
+        if not name.startswith("_") and getattr(value, "__module__", "") == module_name
     }
-    assert public == set(exported)
+    assert defined_here | set(LAZY.get(module_name, {})) == set(exported)
 
 
 @pytest.mark.parametrize("module_name", sorted(CONTRACT))
@@ -46,7 +54,20 @@ def test_exports_report_public_module(module_name: str) -> None:
     """Exported objects say they live where users import them from."""
     module = importlib.import_module(module_name)
     for name in module.__all__:
-        assert getattr(module, name).__module__ == module_name, name
+        expected = LAZY.get(module_name, {}).get(name, module_name)
+        assert getattr(module, name).__module__ == expected, name
+
+
+def test_import_never_loads_optional_extras() -> None:
+    """`import aiocircuit` (and its persistence package) never imports aioboto3."""
+    code = (
+        "import sys, aiocircuit, aiocircuit.persistence, aiocircuit.testing;"
+        "print(sorted(m for m in ('aioboto3', 'aiobotocore', 'botocore') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_version() -> None:

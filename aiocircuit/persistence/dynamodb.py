@@ -1,0 +1,461 @@
+"""Circuit state in a DynamoDB table, shared by a whole fleet (``aiocircuit[dynamodb]``).
+
+The item layout is the one Powertools' circuit breaker (v3.31.0+) uses, attribute for
+attribute, so both libraries can share one table and see one circuit. Every write is a
+single conditional ``UpdateItem`` that returns the item as stored: the new one when it
+won (``ReturnValues=ALL_NEW``), the one that beat it when it lost
+(``ReturnValuesOnConditionCheckFailure=ALL_OLD``), so losing costs no extra read.
+
+aioboto3 runs only on asyncio. Clients are long-lived (creating one costs tens of
+milliseconds, a warm request a few), one per event loop: a store used from a fresh loop
+(``asyncio.run`` per Lambda invocation) opens a fresh client instead of touching one
+bound to a closed loop, and each client is closed with the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .._circuit import CircuitState
+from .._errors import (
+    CircuitBreakerConfigError,
+    CircuitBreakerPersistenceError,
+    CircuitBreakerUnsupportedBackendError,
+)
+from ._base import CircuitRecord, PersistenceStore, WriteResult
+
+try:
+    import aioboto3
+    from botocore.exceptions import ClientError
+except ImportError as exc:  # pragma: no cover - exercised in an environment without it
+    _IMPORT_ERROR: ImportError | None = exc
+else:
+    _IMPORT_ERROR = None
+
+__all__ = ["DynamoDBPersistence"]
+
+_INSTALL_HINT = "DynamoDBPersistence needs aioboto3: pip install 'aiocircuit[dynamodb]'"
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+_STATES = {state.value: state for state in CircuitState}
+
+
+def _require_aioboto3() -> None:
+    if _IMPORT_ERROR is not None:
+        raise ImportError(_INSTALL_HINT) from _IMPORT_ERROR
+
+
+def _running_loop(operation: str) -> asyncio.AbstractEventLoop:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise CircuitBreakerUnsupportedBackendError(
+            f"DynamoDBPersistence.{operation}: aioboto3 runs only on asyncio, and this "
+            "code runs on another event loop (trio?). Run it on asyncio, or use a store "
+            "that supports this loop; the circuit is not protected until then."
+        ) from None
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+class DynamoDBPersistence(PersistenceStore):
+    """Circuit records in a DynamoDB table, one item per circuit.
+
+    Args:
+        table_name: the table (see :meth:`create_table`).
+        key_attr: the partition key attribute; it holds the circuit name, or
+            ``static_pk_value`` in the composite key mode.
+        sort_key_attr: set for a table with a composite key: the circuit name goes to
+            this sort key, and ``static_pk_value`` to the partition key.
+        static_pk_value: the partition key value in the composite mode; by default
+            ``circuit_breaker#<AWS_LAMBDA_FUNCTION_NAME>``, as Powertools does.
+        state_attr, failure_count_attr, opened_at_attr, half_open_owner_attr,
+        probe_lease_expiry_attr, expiry_attr: attribute names, defaulting to
+            Powertools' (``expiry_attr`` is the table's TTL attribute).
+        session: an ``aioboto3.Session`` to build clients from (default: a new one).
+        client: a ready aiobotocore DynamoDB client to use instead; the caller owns its
+            lifetime and its event loop.
+        endpoint_url, region_name: passed to the clients this store builds.
+        consistent_read: make reads strongly consistent (default: eventually
+            consistent, which matches the breaker's own cache tolerance at half the
+            cost).
+
+    Needs ``dynamodb:GetItem`` and ``dynamodb:UpdateItem`` on the table
+    (``dynamodb:CreateTable`` and ``dynamodb:UpdateTimeToLive`` for
+    :meth:`create_table`).
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        key_attr: str = "id",
+        sort_key_attr: str | None = None,
+        static_pk_value: str | None = None,
+        state_attr: str = "state",
+        failure_count_attr: str = "failure_count",
+        opened_at_attr: str = "opened_at",
+        half_open_owner_attr: str = "half_open_owner",
+        probe_lease_expiry_attr: str = "probe_lease_expiry",
+        expiry_attr: str = "expiration",
+        session: Any = None,
+        client: Any = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        consistent_read: bool = False,
+    ) -> None:
+        names = {
+            "table_name": table_name,
+            "key_attr": key_attr,
+            "state_attr": state_attr,
+            "failure_count_attr": failure_count_attr,
+            "opened_at_attr": opened_at_attr,
+            "half_open_owner_attr": half_open_owner_attr,
+            "probe_lease_expiry_attr": probe_lease_expiry_attr,
+            "expiry_attr": expiry_attr,
+        }
+        if sort_key_attr is not None:
+            names["sort_key_attr"] = sort_key_attr
+        for field, value in names.items():
+            if not isinstance(value, str) or not value:
+                raise CircuitBreakerConfigError(field, f"must be a non-empty str, got {value!r}")
+        attributes = [v for f, v in names.items() if f != "table_name"]
+        duplicates = sorted({a for a in attributes if attributes.count(a) > 1})
+        if duplicates:
+            raise CircuitBreakerConfigError(
+                "key_attr" if key_attr in duplicates else "state_attr",
+                f"attribute names must all differ; {', '.join(duplicates)} used twice",
+            )
+        if static_pk_value is not None and sort_key_attr is None:
+            raise CircuitBreakerConfigError(
+                "static_pk_value", "is used only with sort_key_attr (a composite key); set both"
+            )
+        if client is None:
+            _require_aioboto3()
+        self.table_name = table_name
+        self.key_attr = key_attr
+        self.sort_key_attr = sort_key_attr
+        self.static_pk_value = (
+            static_pk_value
+            if static_pk_value is not None
+            else f"circuit_breaker#{os.environ.get('AWS_LAMBDA_FUNCTION_NAME', '')}"
+        )
+        self.state_attr = state_attr
+        self.failure_count_attr = failure_count_attr
+        self.opened_at_attr = opened_at_attr
+        self.half_open_owner_attr = half_open_owner_attr
+        self.probe_lease_expiry_attr = probe_lease_expiry_attr
+        self.expiry_attr = expiry_attr
+        self.consistent_read = consistent_read
+        self._given_client = client
+        self._session = session
+        self._client_options = {"endpoint_url": endpoint_url, "region_name": region_name}
+        # One client per loop; the generator holding it open is closed when its loop
+        # shuts down (asyncio.run's shutdown_asyncgens) or by aclose().
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncIterator[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._client_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._names = {
+            "#state": state_attr,
+            "#failure_count": failure_count_attr,
+            "#opened_at": opened_at_attr,
+            "#owner": half_open_owner_attr,
+            "#lease": probe_lease_expiry_attr,
+            "#expiration": expiry_attr,
+        }
+
+    def __repr__(self) -> str:
+        return f"DynamoDBPersistence({self.table_name!r})"
+
+    # -- clients ---------------------------------------------------------------------
+
+    async def _hold_client(self) -> AsyncIterator[Any]:
+        session = self._session if self._session is not None else aioboto3.Session()
+        async with session.client("dynamodb", **self._client_options) as client:
+            yield client
+
+    async def _client(self, operation: str) -> Any:
+        loop = _running_loop(operation)
+        if self._given_client is not None:
+            return self._given_client
+        client = self._clients.get(loop)
+        if client is not None:
+            return client
+        lock = self._client_locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            client = self._clients.get(loop)
+            if client is None:
+                holder = self._hold_client()
+                client = await holder.__anext__()
+                self._holders[loop] = holder
+                self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the client this store opened on the running event loop (clients on
+        other loops close with their loops). A client passed in is left to its owner."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        holder = self._holders.pop(loop, None)
+        self._clients.pop(loop, None)
+        if holder is not None:
+            await holder.aclose()  # type: ignore[attr-defined]
+
+    # -- items -----------------------------------------------------------------------
+
+    def _key(self, name: str) -> dict[str, dict[str, str]]:
+        if self.sort_key_attr is not None:
+            return {self.key_attr: _s(self.static_pk_value), self.sort_key_attr: _s(name)}
+        return {self.key_attr: _s(name)}
+
+    def _record(self, name: str, item: Mapping[str, Any] | None) -> CircuitRecord | None:
+        """Parse an item, refusing anything that is not what a breaker writes."""
+        if not item:
+            return None
+        try:
+            raw_state = item[self.state_attr]["S"]
+            state = _STATES[raw_state]
+            return CircuitRecord(
+                state=state,
+                failure_count=self._number(item, self.failure_count_attr) or 0,
+                opened_at=self._number(item, self.opened_at_attr),
+                probe_owner=item[self.half_open_owner_attr]["S"]
+                if self.half_open_owner_attr in item
+                else None,
+                lease_expiry=self._number(item, self.probe_lease_expiry_attr),
+            )
+        except (KeyError, TypeError, InvalidOperation, ValueError) as exc:
+            raise CircuitBreakerPersistenceError(
+                f"item of circuit {name!r} in table {self.table_name!r} is not a circuit "
+                f"record: {dict(item)!r}"
+            ) from exc
+
+    @staticmethod
+    def _number(item: Mapping[str, Any], attribute: str) -> int | None:
+        if attribute not in item:
+            return None
+        value = Decimal(item[attribute]["N"])
+        if not value.is_finite():
+            raise ValueError(f"{attribute} is {value}")
+        return math.floor(value)
+
+    async def read(self, name: str) -> CircuitRecord | None:
+        client = await self._client("read")
+        try:
+            response = await client.get_item(
+                TableName=self.table_name,
+                Key=self._key(name),
+                ConsistentRead=self.consistent_read,
+            )
+        except Exception as exc:
+            raise self._error("read", name, exc) from exc
+        return self._record(name, response.get("Item"))
+
+    def _error(self, operation: str, name: str, exc: Exception) -> CircuitBreakerPersistenceError:
+        return CircuitBreakerPersistenceError(
+            f"DynamoDB {operation} of circuit {name!r} in table {self.table_name!r} failed",
+            f"{type(exc).__name__}: {exc}",
+        )
+
+    async def _update(
+        self,
+        operation: str,
+        name: str,
+        *,
+        update: str,
+        condition: str,
+        values: dict[str, dict[str, str]],
+    ) -> WriteResult:
+        client = await self._client(operation)
+        used = {k: v for k, v in self._names.items() if k in update or k in condition}
+        try:
+            response = await client.update_item(
+                TableName=self.table_name,
+                Key=self._key(name),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=used,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
+                return WriteResult(False, self._record(name, exc.response.get("Item")))
+            raise self._error(operation, name, exc) from exc
+        except Exception as exc:
+            raise self._error(operation, name, exc) from exc
+        return WriteResult(True, self._record(name, response.get("Attributes")))
+
+    async def trip(
+        self,
+        name: str,
+        *,
+        failure_count: int,
+        opened_at: int,
+        seen_opened_at: int | None,
+        expires_at: int,
+    ) -> WriteResult:
+        condition = "attribute_not_exists(#state) OR #state = :closed"
+        values = {
+            ":closed": _s(CircuitState.CLOSED.value),
+            ":open": _s(CircuitState.OPEN.value),
+            ":failure_count": _n(failure_count),
+            ":opened_at": _n(opened_at),
+            ":expiration": _n(expires_at),
+        }
+        if seen_opened_at is not None:
+            condition += " OR (#state = :open AND #opened_at = :seen)"
+            values[":seen"] = _n(seen_opened_at)
+        return await self._update(
+            "trip",
+            name,
+            update="SET #state = :open, #failure_count = :failure_count, "
+            "#opened_at = :opened_at, #expiration = :expiration REMOVE #owner, #lease",
+            condition=condition,
+            values=values,
+        )
+
+    async def acquire_probe(
+        self,
+        name: str,
+        *,
+        owner: str,
+        seen_opened_at: int,
+        now: float,
+        lease_expiry: int,
+        expires_at: int,
+    ) -> WriteResult:
+        # The same election as Powertools' conditional PutItem, so a mixed fleet elects
+        # one probe; an UpdateItem keeps the stored opened_at on a takeover.
+        return await self._update(
+            "acquire_probe",
+            name,
+            update="SET #state = :half_open, #owner = :owner, #lease = :lease, "
+            "#failure_count = :zero, #expiration = :expiration",
+            condition="(#state = :open AND attribute_not_exists(#owner) "
+            "AND #opened_at = :seen) OR (#state = :half_open AND #lease <= :now)",
+            values={
+                ":open": _s(CircuitState.OPEN.value),
+                ":half_open": _s(CircuitState.HALF_OPEN.value),
+                ":owner": _s(owner),
+                ":lease": _n(lease_expiry),
+                ":zero": _n(0),
+                ":seen": _n(seen_opened_at),
+                ":now": _n(math.floor(now)),
+                ":expiration": _n(expires_at),
+            },
+        )
+
+    async def renew_probe(
+        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
+    ) -> WriteResult:
+        return await self._update(
+            "renew_probe",
+            name,
+            update="SET #lease = :lease, #expiration = :expiration",
+            condition="#owner = :owner",
+            values={
+                ":owner": _s(owner),
+                ":lease": _n(lease_expiry),
+                ":expiration": _n(expires_at),
+            },
+        )
+
+    async def close(self, name: str, *, owner: str, expires_at: int) -> WriteResult:
+        return await self._update(
+            "close",
+            name,
+            update="SET #state = :closed, #failure_count = :zero, #expiration = :expiration "
+            "REMOVE #opened_at, #owner, #lease",
+            condition="#owner = :owner",
+            values={
+                ":closed": _s(CircuitState.CLOSED.value),
+                ":zero": _n(0),
+                ":owner": _s(owner),
+                ":expiration": _n(expires_at),
+            },
+        )
+
+    async def reopen(
+        self, name: str, *, owner: str, opened_at: int, expires_at: int
+    ) -> WriteResult:
+        return await self._update(
+            "reopen",
+            name,
+            update="SET #state = :open, #failure_count = :zero, #opened_at = :opened_at, "
+            "#expiration = :expiration REMOVE #owner, #lease",
+            condition="#owner = :owner",
+            values={
+                ":open": _s(CircuitState.OPEN.value),
+                ":zero": _n(0),
+                ":owner": _s(owner),
+                ":opened_at": _n(opened_at),
+                ":expiration": _n(expires_at),
+            },
+        )
+
+    # -- table -----------------------------------------------------------------------
+
+    @staticmethod
+    async def create_table(
+        table_name: str,
+        *,
+        key_attr: str = "id",
+        sort_key_attr: str | None = None,
+        expiry_attr: str = "expiration",
+        session: Any = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+    ) -> None:
+        """Create a table for circuit state: on-demand billing, TTL on ``expiry_attr``.
+
+        Waits until the table is active. Needs ``dynamodb:CreateTable``,
+        ``dynamodb:DescribeTable`` and ``dynamodb:UpdateTimeToLive``.
+        """
+        _require_aioboto3()
+        _running_loop("create_table")
+        session = session if session is not None else aioboto3.Session()
+        keys = [(key_attr, "HASH")] + ([(sort_key_attr, "RANGE")] if sort_key_attr else [])
+        async with session.client(
+            "dynamodb", endpoint_url=endpoint_url, region_name=region_name
+        ) as client:
+            try:
+                await client.create_table(
+                    TableName=table_name,
+                    BillingMode="PAY_PER_REQUEST",
+                    KeySchema=[{"AttributeName": a, "KeyType": t} for a, t in keys],
+                    AttributeDefinitions=[
+                        {"AttributeName": a, "AttributeType": "S"} for a, _ in keys
+                    ],
+                )
+                await client.get_waiter("table_exists").wait(
+                    TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+                )
+                await client.update_time_to_live(
+                    TableName=table_name,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": expiry_attr},
+                )
+            except Exception as exc:
+                raise CircuitBreakerPersistenceError(
+                    f"creating table {table_name!r} failed", f"{type(exc).__name__}: {exc}"
+                ) from exc
