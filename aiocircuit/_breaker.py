@@ -439,7 +439,8 @@ class CircuitBreaker:
         no ``on_circuit_open`` is set.
         """
         machine = self._machine
-        if self._monotonic() < machine.fast_deadline:
+        monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
+        if monotonic() < machine.fast_deadline:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
@@ -474,7 +475,8 @@ class CircuitBreaker:
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
-        if self._monotonic() < self._machine.fast_deadline or self._disabled:
+        monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
+        if monotonic() < self._machine.fast_deadline or self._disabled:
             return self
         decision = await self._aadmit()
         if isinstance(decision, Reject):
@@ -488,6 +490,9 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is None and not self._open_entry_count:
+            self._machine.failures = 0  # the closed fast path: a success, nothing tracked
+            return
         entry = self._pop_entry() if self._open_entry_count else None
         if entry is None:
             if exc is None:
@@ -643,7 +648,8 @@ class CircuitBreaker:
         return result
 
     def __enter__(self) -> CircuitBreaker:
-        if self._monotonic() < self._machine.fast_deadline or self._disabled:
+        monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
+        if monotonic() < self._machine.fast_deadline or self._disabled:
             return self
         decision = self._admit_sync()
         if isinstance(decision, Reject):
@@ -657,6 +663,9 @@ class CircuitBreaker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is None and not self._open_entry_count:
+            self._machine.failures = 0  # the closed fast path: a success, nothing tracked
+            return
         entry = self._pop_entry() if self._open_entry_count else None
         if entry is None:
             if exc is None:
