@@ -230,6 +230,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._read_flight = None
         self._dispatching = False
+        self._open_entry_count = 0
         self._machine.forget_process_state()
 
     def __repr__(self) -> str:
@@ -751,6 +752,9 @@ class CircuitBreaker:
 
 
 def _forget_parent_process_in_child() -> None:
+    # The forking thread's open `with breaker:` blocks belong to the parent: exiting one
+    # in the child must not report the parent's probe.
+    _open_entries.set(None)
     for breaker in list(_breakers):
         breaker._forget_parent_process()
 

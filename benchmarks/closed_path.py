@@ -26,6 +26,13 @@ How it measures, and why:
   time the variant changed, and whichever ran after whom would pay for it.
 * The garbage collector is off while a sample runs, as under ``timeit``.
 
+Each aiocircuit form runs a second time on a breaker whose store is DynamoDB (a moto server
+in this process, ``benchmarks/_moto.py``), warmed by one read and cached for the whole run.
+A fresh cache must make the store irrelevant, so those variants are held to the same floor,
+and to the in-memory breaker's overhead of the same form in the same run (target: about
+1.0x, read as at most ``SAME_COST_RATIO``). The moto server counts every request it gets;
+the timed part must see none.
+
 Peers run the same trivial call for scale only; they are not part of the verdict. The exit
 status is 0 whatever the ratios: a benchmark on shared hardware must not fail CI on noise.
 """
@@ -46,6 +53,7 @@ import statistics
 import sys
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -57,15 +65,21 @@ from typing import Any, Literal, ParamSpec, TypeVar
 import anyio
 
 from aiocircuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
-from aiocircuit.persistence import CircuitRecord, InMemoryPersistence
+from aiocircuit.persistence import CircuitRecord, InMemoryPersistence, PersistenceStore
+
+from . import _moto
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 Kind = Literal["async", "sync"]
 Role = Literal["bare", "floor", "aiocircuit", "peer"]
+Store = Literal["memory", "dynamodb"]
 
 TARGET_RATIO = 1.25
+# "About the same cost": the DynamoDB breaker's overhead over the in-memory one's. The two
+# run the very same fast path, so anything above 1.0x beyond noise would be a defect.
+SAME_COST_RATIO = 1.10
 CACHE_MAX_AGE = 3600.0  # an hour: the cache stays fresh for the whole run
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "closed_path.json"
 POWERTOOLS_NA = "needs a DynamoDB endpoint (issue 4 runs it on moto)"
@@ -262,6 +276,7 @@ class Variant:
     statement: str
     target: object
     fn: Callable[[], Any]
+    store: Store | None = None  # the breaker's store, for aiocircuit variants
     calls: int = 0
     samples: list[float] = field(default_factory=list)  # ns per call, one per round
     loop: Callable[..., Any] = field(init=False)
@@ -320,39 +335,68 @@ class _CountingStore(InMemoryPersistence):
         return await super().read(name)
 
 
-async def _aiocircuit_variants(store: _CountingStore) -> list[Variant]:
+_STORE_SUFFIX: dict[Store, str] = {"memory": "", "dynamodb": ", DynamoDB"}
+
+
+async def _aiocircuit_variants(store: PersistenceStore, kind: Store) -> list[Variant]:
+    """The four forms on one breaker over ``store``, warmed up."""
     config = CircuitBreakerConfig(local_cache_max_age=CACHE_MAX_AGE)
-    breaker = CircuitBreaker("benchmark-closed-path", store, config=config)
+    name = "benchmark-closed-path" + ("" if kind == "memory" else f"-{kind}")
+    breaker = CircuitBreaker(name, store, config=config)
     protected = breaker(trivial)
     protected_sync = breaker(trivial_sync)
     # Warm-up: the first call reads the store and caches "closed" for CACHE_MAX_AGE, so
-    # every later call of every form (they share the breaker) takes the fast path.
+    # every later call of every form (they share the breaker) takes the fast path. (Should
+    # the cache ever go stale, the sync form on DynamoDB, an async-only store, would refuse
+    # to block this event loop's thread on a read and raise RuntimeError: by design.)
     if await protected() != 1 or protected_sync() != 1:
         raise RuntimeError("aiocircuit changed the trivial call's result")
     if breaker.state is not CircuitState.CLOSED:
         raise RuntimeError(f"warm-up left {breaker!r}; the closed path cannot be measured")
+    suffix = _STORE_SUFFIX[kind]
+
+    def variant(title: str, form: str, statement: str, target: object) -> Variant:
+        sync = form == "sync_decorator"
+        return Variant(
+            f"aiocircuit {title}{suffix}",
+            "sync" if sync else "async",
+            "aiocircuit",
+            form,
+            statement,
+            target,
+            trivial_sync if sync else trivial,
+            store=kind,
+        )
+
     return [
-        _async_variant("aiocircuit @breaker", "aiocircuit", "decorator", protected),
-        Variant(
-            "aiocircuit async with",
-            "async",
-            "aiocircuit",
-            "context_manager",
-            "async with target:\n    await fn()",
-            breaker,
-            trivial,
-        ),
-        Variant(
-            "aiocircuit .call(f)",
-            "async",
-            "aiocircuit",
-            "call",
-            "await target.call(fn)",
-            breaker,
-            trivial,
-        ),
-        _sync_variant("aiocircuit @breaker (sync)", "aiocircuit", "sync_decorator", protected_sync),
+        variant("@breaker", "decorator", "await target()", protected),
+        variant("async with", "context_manager", "async with target:\n    await fn()", breaker),
+        variant(".call(f)", "call", "await target.call(fn)", breaker),
+        variant("@breaker (sync)", "sync_decorator", "target()", protected_sync),
     ]
+
+
+@dataclass(slots=True)
+class _DynamoDB:
+    """The DynamoDB side of a run: the moto server (counting requests), the store, and
+    what the server saw while the breaker warmed up."""
+
+    server: _moto.CountingMotoServer
+    store: Any  # a DynamoDBPersistence, imported only when available
+    warm_up_requests: Counter[str] = field(default_factory=Counter)
+
+
+async def _dynamodb_variants(server: _moto.CountingMotoServer) -> tuple[_DynamoDB, list[Variant]]:
+    """A table on ``server``, and the four forms on a breaker over it, warmed by a read."""
+    from aiocircuit.persistence.dynamodb import DynamoDBPersistence
+
+    table = f"benchmark-closed-path-{os.getpid()}"
+    await DynamoDBPersistence.create_table(table, endpoint_url=server.url)
+    before = server.snapshot()
+    dynamodb = _DynamoDB(server, DynamoDBPersistence(table, endpoint_url=server.url))
+    variants = await _aiocircuit_variants(dynamodb.store, "dynamodb")
+    dynamodb.warm_up_requests = server.snapshot() - before
+    return dynamodb, variants
 
 
 def _baseline_variants() -> list[Variant]:
@@ -486,12 +530,50 @@ class Measurement:
     store_reads_in_warm_up: int
     store_reads_during_run: int
     elapsed_seconds: float
+    dynamodb_not_available: str | None = None  # why the DynamoDB variants did not run
+    # Requests the moto server saw: while the DynamoDB breaker warmed up, and from then on
+    # to the end of the last round (which must be none).
+    dynamodb_warm_up_requests: Counter[str] | None = None
+    dynamodb_timed_requests: Counter[str] | None = None
 
 
-async def _measure(mode: Mode, seed: int, *, peers: bool) -> Measurement:
+async def _measure(
+    mode: Mode,
+    seed: int,
+    *,
+    peers: bool,
+    server: _moto.CountingMotoServer | None,
+    dynamodb_not_available: str | None,
+) -> Measurement:
     started = time.perf_counter()
     store = _CountingStore()
-    variants = _baseline_variants() + await _aiocircuit_variants(store)
+    variants = _baseline_variants() + await _aiocircuit_variants(store, "memory")
+    dynamodb: _DynamoDB | None = None
+    if server is not None:
+        try:
+            dynamodb, dynamodb_variants = await _dynamodb_variants(server)
+        except Exception as exc:  # reported; the in-memory measurement still stands
+            dynamodb_not_available = f"{type(exc).__name__}: {exc}"
+        else:
+            variants += dynamodb_variants
+    try:
+        # Everything from here to the end of the last round is the timed part.
+        server_before = None if dynamodb is None else dynamodb.server.snapshot()
+        measurement = await _measure_variants(mode, seed, variants, store, peers=peers)
+        if dynamodb is not None and server_before is not None:
+            measurement.dynamodb_warm_up_requests = dynamodb.warm_up_requests
+            measurement.dynamodb_timed_requests = dynamodb.server.snapshot() - server_before
+    finally:
+        if dynamodb is not None:
+            await dynamodb.store.aclose()
+    measurement.dynamodb_not_available = dynamodb_not_available
+    measurement.elapsed_seconds = time.perf_counter() - started
+    return measurement
+
+
+async def _measure_variants(
+    mode: Mode, seed: int, variants: list[Variant], store: _CountingStore, *, peers: bool
+) -> Measurement:
     unavailable: dict[str, str] = {}
     if peers:
         variants += await _peer_variants(unavailable)
@@ -521,7 +603,7 @@ async def _measure(mode: Mode, seed: int, *, peers: bool) -> Measurement:
         unavailable=unavailable,
         store_reads_in_warm_up=reads_before,
         store_reads_during_run=store.reads - reads_before,
-        elapsed_seconds=time.perf_counter() - started,
+        elapsed_seconds=math.nan,  # set by the caller, which counts the set-up too
     )
 
 
@@ -540,6 +622,10 @@ class Row:
     round_ratios: list[float]  # the ratio within each round, whose median ``ratio`` is
     ratio_of_medians: float | None  # the same ratio from whole-run medians, for comparison
     target_met: bool | None  # None unless the variant is an aiocircuit form
+    # DynamoDB variants only: overhead over the in-memory breaker's, same form, per round.
+    memory_ratio: float | None = None
+    memory_round_ratios: list[float] = field(default_factory=list)
+    memory_target_met: bool | None = None
 
 
 def _median_or_nan(values: list[float]) -> float:
@@ -559,6 +645,7 @@ def _analyse(measurement: Measurement) -> list[Row]:
     variants = measurement.variants
     bare = {v.kind: v for v in variants if v.role == "bare"}
     floors = {v.form: v for v in variants if v.role == "floor"}
+    in_memory = {v.form: v for v in variants if v.store == "memory"}
     rows = []
     for v in variants:
         median_ns = statistics.median(v.samples)
@@ -577,7 +664,14 @@ def _analyse(measurement: Measurement) -> list[Row]:
             else math.nan
         )
         met = ratio <= TARGET_RATIO if v.role == "aiocircuit" else None
-        rows.append(Row(v, median_ns, overhead, ratio, round_ratios, ratio_of_medians, met))
+        row = Row(v, median_ns, overhead, ratio, round_ratios, ratio_of_medians, met)
+        if v.store == "dynamodb":
+            m = in_memory[v.form]
+            paired = zip(v.samples, b.samples, m.samples, strict=True)
+            row.memory_round_ratios = [(s - sb) / (sm - sb) for s, sb, sm in paired if sm > sb]
+            row.memory_ratio = _median_or_nan(row.memory_round_ratios)
+            row.memory_target_met = row.memory_ratio <= SAME_COST_RATIO
+        rows.append(row)
     return rows
 
 
@@ -597,7 +691,7 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 _HEADERS = ("variant", "ns/call", "overhead ns", "ratio", "round IQR", f"<= {TARGET_RATIO}x")
-_WIDTHS = (32, 9, 12, 7, 12, 8)
+_WIDTHS = (36, 9, 12, 7, 12, 8)
 _TITLES: dict[Kind, str] = {
     "async": "async forms, awaited in one anyio.run (asyncio backend)",
     "sync": "sync forms",
@@ -633,15 +727,88 @@ def _table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _verdicts(rows: list[Row]) -> list[str]:
+def _aiocircuit_row(rows: list[Row], form: Form, store: Store) -> Row | None:
+    return next((r for r in rows if r.variant.store == store and r.variant.form == form.key), None)
+
+
+_DYNAMODB_HEADERS = (
+    "form",
+    "in-memory",
+    "DynamoDB",
+    "ratio",
+    "round IQR",
+    f"<= {SAME_COST_RATIO:.2f}x",
+)
+
+
+def _dynamodb_table(measurement: Measurement, rows: list[Row]) -> str:
+    """The DynamoDB variants against the in-memory ones, and what the server saw."""
+    title = "DynamoDB store against the in-memory store: overhead ns, same form, same run"
+    if measurement.dynamodb_not_available is not None:
+        return f"{title}\nn/a: {measurement.dynamodb_not_available}"
+    header = _line(_DYNAMODB_HEADERS)
+    lines = [title, header, "-" * len(header)]
+    for form in FORMS:
+        memory, dynamodb = (
+            _aiocircuit_row(rows, form, "memory"),
+            _aiocircuit_row(rows, form, "dynamodb"),
+        )
+        if memory is None or dynamodb is None:
+            continue
+        iqr = _quartiles(dynamodb.memory_round_ratios)
+        cells = (
+            form.title,
+            _fmt(memory.overhead_ns, ".1f"),
+            _fmt(dynamodb.overhead_ns, ".1f"),
+            _fmt(dynamodb.memory_ratio, ".2f", "x"),
+            "-" if iqr is None else f"{iqr[0]:.2f}-{iqr[1]:.2f}",
+            {True: "yes", False: "NO", None: ""}[dynamodb.memory_target_met],
+        )
+        lines.append(_line(cells))
+    warm_up, timed = measurement.dynamodb_warm_up_requests, measurement.dynamodb_timed_requests
+    if warm_up is not None and timed is not None:
+        lines += [
+            "",
+            f"requests at the moto server: warm-up {_moto.describe(warm_up)}; timed part "
+            f"(specialisation, calibration, every round): {_moto.describe(timed)}",
+        ]
+    return "\n".join(lines)
+
+
+def _verdicts(measurement: Measurement, rows: list[Row]) -> list[str]:
     lines = []
     for form in FORMS:
-        row = next(r for r in rows if r.variant.role == "aiocircuit" and r.variant.form == form.key)
+        row = _aiocircuit_row(rows, form, "memory")
+        assert row is not None
         verdict = "target met:   " if row.target_met else "TARGET MISSED:"
         lines.append(
             f"{verdict} {'`' + form.title + '`':<38} costs {_fmt(row.ratio, '.2f', 'x')} the "
             f"overhead of a {form.floor_title} (target <= {TARGET_RATIO}x)"
         )
+    if measurement.dynamodb_not_available is not None:
+        lines.append(f"NOT MEASURED:  the DynamoDB store: {measurement.dynamodb_not_available}")
+        return lines
+    for form in FORMS:
+        row = _aiocircuit_row(rows, form, "dynamodb")
+        if row is None:
+            continue
+        met = bool(row.target_met and row.memory_target_met)
+        verdict = "target met:   " if met else "TARGET MISSED:"
+        lines.append(
+            f"{verdict} {'`' + form.title + '`':<38} on DynamoDB costs "
+            f"{_fmt(row.memory_ratio, '.2f', 'x')} the in-memory breaker's overhead (target "
+            f"~1.0x, <= {SAME_COST_RATIO:.2f}x) and {_fmt(row.ratio, '.2f', 'x')} its floor's "
+            f"(target <= {TARGET_RATIO}x)"
+        )
+    timed = measurement.dynamodb_timed_requests
+    if timed is not None:
+        if timed.total():
+            lines.append(
+                f"TARGET MISSED: the moto server got {timed.total()} request(s) during the "
+                f"timed part ({_moto.describe(timed)}): the DynamoDB cache went stale"
+            )
+        else:
+            lines.append("target met:    no DynamoDB request reached the server in the timed part")
     return lines
 
 
@@ -652,9 +819,34 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def _number(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 3)
+
+
+def _dynamodb_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
+    warm_up, timed = measurement.dynamodb_warm_up_requests, measurement.dynamodb_timed_requests
+    return {
+        "not_available": measurement.dynamodb_not_available,
+        "target_ratio_to_in_memory": SAME_COST_RATIO,
+        "server_requests_in_warm_up": None if warm_up is None else dict(warm_up),
+        "server_requests_during_timed_part": None if timed is None else dict(timed),
+        "forms": [
+            {
+                "form": form.key,
+                "title": form.title,
+                "ratio_to_in_memory": _number(row.memory_ratio),
+                "ratio_in_memory_round_quartiles": _quartiles(row.memory_round_ratios),
+                "ratio_to_floor": _number(row.ratio),
+                "target_met": bool(row.target_met and row.memory_target_met),
+            }
+            for form in FORMS
+            if (row := _aiocircuit_row(rows, form, "dynamodb")) is not None
+        ],
+    }
+
+
 def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
-    def number(value: float | None) -> float | None:
-        return None if value is None or math.isnan(value) else round(value, 3)
+    number = _number
 
     return {
         "benchmark": "closed_path",
@@ -689,14 +881,16 @@ def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
             }
             for form in FORMS
             for row in rows
-            if row.variant.role == "aiocircuit" and row.variant.form == form.key
+            if row.variant.store == "memory" and row.variant.form == form.key
         ],
+        "dynamodb": _dynamodb_json(measurement, rows),
         "variants": [
             {
                 "name": row.variant.name,
                 "kind": row.variant.kind,
                 "role": row.variant.role,
                 "form": row.variant.form,
+                "store": row.variant.store,
                 "calls_per_sample": row.variant.calls,
                 "median_ns_per_call": number(row.median_ns),
                 "overhead_ns": number(row.overhead_ns),
@@ -704,6 +898,7 @@ def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
                 "ratio_of_medians": number(row.ratio_of_medians),
                 "round_ratio_quartiles": _quartiles(row.round_ratios),
                 "target_met": row.target_met,
+                "ratio_to_in_memory": _number(row.memory_ratio),
                 "samples_ns_per_call": [round(s, 2) for s in row.variant.samples],
             }
             for row in rows
@@ -714,16 +909,21 @@ def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
+        prog="python -m benchmarks closed-path",
         description="Closed-path overhead of aiocircuit per call, as ratios to "
         "hand-written floors measured in the same run.",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"{QUICK.rounds} short rounds (under 20 s) instead of {DEFAULT.rounds}",
+        help=f"{QUICK.rounds} short rounds (under 30 s) instead of {DEFAULT.rounds}",
     )
     parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
+    parser.add_argument(
+        "--no-dynamodb",
+        action="store_true",
+        help="skip the variants on the DynamoDB store (and the moto server they need)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the round order")
     parser.add_argument(
         "--output", type=Path, default=RESULTS_PATH, help="where to write the JSON results"
@@ -744,12 +944,35 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    measurement = anyio.run(
-        functools.partial(_measure, mode, seed, peers=not args.no_peers), backend="asyncio"
-    )
+    server: _moto.CountingMotoServer | None = None
+    not_available: str | None = None
+    missing = _moto.missing_requirements()
+    if args.no_dynamodb:
+        not_available = "skipped (--no-dynamodb)"
+    elif missing:
+        not_available = f"needs {', '.join(missing)} ({_moto.INSTALL_HINT})"
+    else:
+        server = _moto.CountingMotoServer()
+    try:
+        measurement = anyio.run(
+            functools.partial(
+                _measure,
+                mode,
+                seed,
+                peers=not args.no_peers,
+                server=server,
+                dynamodb_not_available=not_available,
+            ),
+            backend="asyncio",
+        )
+    finally:
+        if server is not None:
+            server.stop()
     rows = _analyse(measurement)
 
     print(_table(rows))
+    print()
+    print(_dynamodb_table(measurement, rows))
     print()
     print(
         "ns/call: median over rounds. overhead: ns/call minus the bare call's, and ratio: that\n"
@@ -771,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
             "measuring: the cache went stale and some calls left the fast path"
         )
     print()
-    for line in _verdicts(rows):
+    for line in _verdicts(measurement, rows):
         print(line)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
