@@ -58,7 +58,15 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The closed-path overhead benchmark (ratios against hand-written floors and peers)."""
-    session.install("-e", ".", "pybreaker", "circuitbreaker", "purgatory", "aiobreaker")
+    session.install(
+        "-e",
+        ".[dynamodb]",
+        "moto[server]",
+        "pybreaker",
+        "circuitbreaker",
+        "purgatory",
+        "aiobreaker",
+    )
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

@@ -769,8 +769,8 @@ def _dynamodb_table(measurement: Measurement, rows: list[Row]) -> str:
     if warm_up is not None and timed is not None:
         lines += [
             "",
-            f"requests at the moto server: warm-up {_moto.describe(warm_up)}; timed part "
-            f"(specialisation, calibration, every round): {_moto.describe(timed)}",
+            f"requests at the moto server: warm-up {_moto.describe(warm_up)}; from then to the "
+            f"end of the last round (the timed part): {_moto.describe(timed)}",
         ]
     return "\n".join(lines)
 
@@ -846,8 +846,6 @@ def _dynamodb_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
 
 
 def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
-    number = _number
-
     return {
         "benchmark": "closed_path",
         "verdict_basis": (
@@ -876,7 +874,7 @@ def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
                 "form": form.key,
                 "title": form.title,
                 "floor": form.floor_title,
-                "ratio": number(row.ratio),
+                "ratio": _number(row.ratio),
                 "target_met": row.target_met,
             }
             for form in FORMS
@@ -892,10 +890,10 @@ def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
                 "form": row.variant.form,
                 "store": row.variant.store,
                 "calls_per_sample": row.variant.calls,
-                "median_ns_per_call": number(row.median_ns),
-                "overhead_ns": number(row.overhead_ns),
-                "ratio_to_floor": number(row.ratio),
-                "ratio_of_medians": number(row.ratio_of_medians),
+                "median_ns_per_call": _number(row.median_ns),
+                "overhead_ns": _number(row.overhead_ns),
+                "ratio_to_floor": _number(row.ratio),
+                "ratio_of_medians": _number(row.ratio_of_medians),
                 "round_ratio_quartiles": _quartiles(row.round_ratios),
                 "target_met": row.target_met,
                 "ratio_to_in_memory": _number(row.memory_ratio),

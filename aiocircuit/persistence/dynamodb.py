@@ -187,8 +187,11 @@ class DynamoDBPersistence(PersistenceStore):
     # -- clients ---------------------------------------------------------------------
 
     async def _hold_client(self) -> AsyncIterator[Any]:
-        session = self._session if self._session is not None else aioboto3.Session()
-        async with session.client("dynamodb", **self._client_options) as client:
+        # One session for every loop's client: it caches botocore's service model, which
+        # costs tens of milliseconds of blocking work to load for each new session.
+        if self._session is None:
+            self._session = aioboto3.Session()
+        async with self._session.client("dynamodb", **self._client_options) as client:
             yield client
 
     async def _client(self, operation: str) -> Any:
