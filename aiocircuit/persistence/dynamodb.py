@@ -130,13 +130,15 @@ class DynamoDBPersistence(PersistenceStore):
         for field, value in names.items():
             if not isinstance(value, str) or not value:
                 raise CircuitBreakerConfigError(field, f"must be a non-empty str, got {value!r}")
-        attributes = [v for f, v in names.items() if f != "table_name"]
-        duplicates = sorted({a for a in attributes if attributes.count(a) > 1})
-        if duplicates:
-            raise CircuitBreakerConfigError(
-                "key_attr" if key_attr in duplicates else "state_attr",
-                f"attribute names must all differ; {', '.join(duplicates)} used twice",
-            )
+        first_use: dict[str, str] = {}
+        for field, value in names.items():
+            if field == "table_name":
+                continue
+            if value in first_use:
+                raise CircuitBreakerConfigError(
+                    field, f"must differ from {first_use[value]} (both are {value!r})"
+                )
+            first_use[value] = field
         if static_pk_value is not None and sort_key_attr is None:
             raise CircuitBreakerConfigError(
                 "static_pk_value", "is used only with sort_key_attr (a composite key); set both"
@@ -186,13 +188,21 @@ class DynamoDBPersistence(PersistenceStore):
 
     # -- clients ---------------------------------------------------------------------
 
-    async def _hold_client(self) -> AsyncIterator[Any]:
+    async def _hold_client(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[Any]:
         # One session for every loop's client: it caches botocore's service model, which
         # costs tens of milliseconds of blocking work to load for each new session.
         if self._session is None:
             self._session = aioboto3.Session()
-        async with self._session.client("dynamodb", **self._client_options) as client:
-            yield client
+        try:
+            async with self._session.client("dynamodb", **self._client_options) as client:
+                yield client
+        finally:
+            # Runs when the loop shuts down (or on aclose). This generator and the lock
+            # both reference their loop, so leaving them here would keep every finished
+            # loop, and its closed client, alive: a leak per `asyncio.run` invocation.
+            self._clients.pop(loop, None)
+            self._holders.pop(loop, None)
+            self._client_locks.pop(loop, None)
 
     async def _client(self, operation: str) -> Any:
         loop = _running_loop(operation)
@@ -205,7 +215,7 @@ class DynamoDBPersistence(PersistenceStore):
         async with lock:
             client = self._clients.get(loop)
             if client is None:
-                holder = self._hold_client()
+                holder = self._hold_client(loop)
                 client = await holder.__anext__()
                 self._holders[loop] = holder
                 self._clients[loop] = client
