@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -54,10 +55,10 @@ def test_lambda_example_handles_invocations(
     from aiocircuit.persistence import DynamoDBPersistence
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
-    try:
+    # Another example may have created the table already; if creating it failed for any
+    # other reason, the handler's store would fail open and the warning check below fails.
+    with contextlib.suppress(CircuitBreakerPersistenceError):
         asyncio.run(DynamoDBPersistence.create_table(EXAMPLE_TABLE))
-    except CircuitBreakerPersistenceError as exc:
-        assert "ResourceInUse" in str(exc)  # another example created it already
     handler = _run(source)["lambda_handler"]
     with caplog.at_level(logging.WARNING, logger="aiocircuit"):
         for order in ("o-1", "o-2", "o-3"):
