@@ -151,6 +151,8 @@ class CircuitBreaker:
         "_disabled",
         "_handled",
         "_ignored",
+        "_failure_predicate",
+        "_result_predicate",
         "_call_timeout",
         "_store_timeout",
         "_on_circuit_open",
@@ -206,6 +208,8 @@ class CircuitBreaker:
             )
         self._handled = config.handled_exceptions
         self._ignored = config.ignored_exceptions
+        self._failure_predicate = config.failure_predicate
+        self._result_predicate = config.result_predicate
         self._call_timeout = config.call_timeout
         self._store_timeout = config.store_timeout
         self._on_circuit_open = None if on_circuit_open is None else Hook(on_circuit_open)
@@ -264,16 +268,85 @@ class CircuitBreaker:
             self._machine.on_read(record, self._monotonic())
         return self._machine.info()
 
+    # -- operator control ------------------------------------------------------------
+
+    async def force_open(self) -> CircuitInfo:
+        """Open the circuit for the whole fleet until :meth:`reset`: every call is
+        rejected and no probe runs. Other processes obey within
+        ``local_cache_max_age``. Raises :class:`CircuitBreakerPersistenceError` if the
+        store fails."""
+        return await self._aforce(CircuitState.FORCED_OPEN)
+
+    async def force_closed(self) -> CircuitInfo:
+        """Close the circuit for the whole fleet until :meth:`reset`: every call runs
+        and failures never trip it."""
+        return await self._aforce(CircuitState.FORCED_CLOSED)
+
+    async def reset(self) -> CircuitInfo:
+        """Return the circuit to an ordinary CLOSED state with no history, lifting any
+        forced state and ending any recovery in progress."""
+        return await self._aforce(CircuitState.CLOSED)
+
+    async def _aforce(self, state: CircuitState) -> CircuitInfo:
+        wall = self._time()
+        forced = state is not CircuitState.CLOSED
+        try:
+            with anyio.fail_after(self._store_timeout):
+                record = await self._store.force(
+                    self.name,
+                    state=state,
+                    opened_at=int(wall) if state is CircuitState.FORCED_OPEN else None,
+                    expires_at=None if forced else self._machine.expires_at(wall),
+                )
+            self._check_record(record)
+        except CircuitBreakerPersistenceError:
+            raise
+        except Exception as exc:
+            raise CircuitBreakerPersistenceError(
+                f"forcing circuit {self.name!r} to {state.value} failed",
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+        with self._lock:
+            self._machine.on_forced(record, self._monotonic())
+        await self._adispatch()
+        return self._machine.info()
+
     # -- outcome classification ------------------------------------------------------
 
     def _classify(self, exc: BaseException) -> Outcome:
         if not isinstance(exc, Exception):
             return Outcome.IGNORED  # cancellation, KeyboardInterrupt, SystemExit, ...
+        if self._failure_predicate is not None:
+            counted = self._predicate_says(self._failure_predicate, exc, otherwise=True)
+            return Outcome.FAILURE if counted else Outcome.IGNORED
         if self._handled is not None:
             return Outcome.FAILURE if isinstance(exc, self._handled) else Outcome.IGNORED
         if self._ignored is not None:
             return Outcome.IGNORED if isinstance(exc, self._ignored) else Outcome.FAILURE
         return Outcome.FAILURE
+
+    def _judge(self, result: object) -> Outcome:
+        """The outcome of a call that returned ``result`` (``result_predicate`` set)."""
+        assert self._result_predicate is not None
+        failed = self._predicate_says(self._result_predicate, result, otherwise=False)
+        return Outcome.FAILURE if failed else Outcome.SUCCESS
+
+    def _predicate_says(
+        self, predicate: Callable[[Any], bool], value: object, *, otherwise: bool
+    ) -> bool:
+        # A broken predicate must not break the call: the outcome is then what it would
+        # be without one (an exception counts, a returned value does not).
+        try:
+            return bool(predicate(value))
+        except Exception:
+            logger.warning(
+                "circuit %r: predicate %r raised; %s",
+                self.name,
+                predicate,
+                "counting the call as a failure" if otherwise else "counting the call as a success",
+                exc_info=True,
+            )
+            return otherwise
 
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(
@@ -447,7 +520,10 @@ class CircuitBreaker:
             except BaseException as exc:
                 await self._arecord(ADMIT_CLOSED, self._classify(exc))
                 raise
-            machine.failures = 0
+            if self._result_predicate is not None and self._judge(result) is Outcome.FAILURE:
+                await self._arecord(ADMIT_CLOSED, Outcome.FAILURE)
+            else:
+                machine.failures = 0
             return result
         return cast(T, await self._acall_slow(fn, args, kwargs))
 
@@ -472,7 +548,8 @@ class CircuitBreaker:
         if timed_out:
             await self._arecord(decision, Outcome.FAILURE)
             raise self._timeout_error()
-        await self._arecord(decision, Outcome.SUCCESS)
+        outcome = Outcome.SUCCESS if self._result_predicate is None else self._judge(result)
+        await self._arecord(decision, outcome)
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
@@ -644,8 +721,13 @@ class CircuitBreaker:
             raise
         # A blocking call cannot be cancelled: one that overran counts as a failure,
         # but its result is not thrown away.
-        overran = timeout is not None and self._monotonic() - started > timeout
-        self._record_sync(decision, Outcome.FAILURE if overran else Outcome.SUCCESS)
+        if timeout is not None and self._monotonic() - started > timeout:
+            outcome = Outcome.FAILURE
+        elif self._result_predicate is not None:
+            outcome = self._judge(result)
+        else:
+            outcome = Outcome.SUCCESS
+        self._record_sync(decision, outcome)
         return result
 
     def __enter__(self) -> CircuitBreaker:
@@ -713,6 +795,7 @@ class CircuitBreaker:
         monotonic = self._monotonic
         record = self._arecord
         classify = self._classify
+        judge = None if self._result_predicate is None else self._judge
         slow = self._acall_slow
 
         @functools.wraps(fn)
@@ -723,7 +806,10 @@ class CircuitBreaker:
                 except BaseException as exc:
                     await record(ADMIT_CLOSED, classify(exc))
                     raise
-                machine.failures = 0
+                if judge is not None and judge(result) is Outcome.FAILURE:
+                    await record(ADMIT_CLOSED, Outcome.FAILURE)
+                else:
+                    machine.failures = 0
                 return result
             return cast(T, await slow(fn, args, kwargs))
 
@@ -734,6 +820,7 @@ class CircuitBreaker:
         monotonic = self._monotonic
         record = self._record_sync
         classify = self._classify
+        judge = None if self._result_predicate is None else self._judge
         slow = self._call_sync_slow
 
         @functools.wraps(fn)
@@ -744,7 +831,10 @@ class CircuitBreaker:
                 except BaseException as exc:
                     record(ADMIT_CLOSED, classify(exc))
                     raise
-                machine.failures = 0
+                if judge is not None and judge(result) is Outcome.FAILURE:
+                    record(ADMIT_CLOSED, Outcome.FAILURE)
+                else:
+                    machine.failures = 0
                 return result
             return cast(T, slow(fn, args, kwargs))
 

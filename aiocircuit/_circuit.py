@@ -8,11 +8,19 @@ from dataclasses import dataclass
 
 class CircuitState(str, enum.Enum):
     """The state of a circuit. Members compare equal to their plain string values, which
-    are the strings stored in the shared store."""
+    are the strings stored in the shared store.
+
+    ``FORCED_OPEN`` and ``FORCED_CLOSED`` are set by an operator
+    (``CircuitBreaker.force_open()`` / ``force_closed()``) and hold until ``reset()``: a
+    forced-open circuit rejects every call and never probes; a forced-closed one admits
+    every call and never trips.
+    """
 
     CLOSED = "CLOSED"
     OPEN = "OPEN"
     HALF_OPEN = "HALF_OPEN"
+    FORCED_OPEN = "FORCED_OPEN"
+    FORCED_CLOSED = "FORCED_CLOSED"
 
     def __str__(self) -> str:
         return self.value

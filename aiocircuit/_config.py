@@ -6,8 +6,9 @@ attributes so that nothing on the per-call path touches a model.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -57,6 +58,20 @@ def _exception_types(field: str, value: object) -> ExceptionTypes | None:
     return tuple(items)  # type: ignore[arg-type]  # every item checked above
 
 
+def _predicate(field: str, value: object) -> Callable[[Any], bool] | None:
+    if value is None:
+        return None
+    if not callable(value):
+        raise CircuitBreakerConfigError(field, f"must be a callable returning bool, got {value!r}")
+    if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
+        getattr(value, "__call__", None)  # noqa: B004  # instances with an async __call__
+    ):
+        raise CircuitBreakerConfigError(
+            field, "must be a plain function (it runs on every call's outcome), not async"
+        )
+    return value
+
+
 class CircuitBreakerConfig(BaseModel):
     """How a circuit trips and recovers. Frozen; invalid values raise
     :class:`CircuitBreakerConfigError` naming the field.
@@ -80,6 +95,13 @@ class CircuitBreakerConfig(BaseModel):
             ``TimeoutError`` and counts as a failure; ``None`` for no limit.
         store_timeout: seconds a store operation may take before it is abandoned and
             the call fails open.
+        failure_predicate: ``failure_predicate(exc) -> bool`` decides whether an
+            ``Exception`` counts as a failure, instead of the exception lists (which
+            must then be unset).
+        result_predicate: ``result_predicate(value) -> bool`` makes a returned value
+            count as a failure when it returns true (an HTTP 503 response, say); the
+            value is still returned to the caller. Applies to the decorator and
+            ``call()`` forms, which see the value.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -92,6 +114,8 @@ class CircuitBreakerConfig(BaseModel):
     local_cache_max_age: float = 5.0
     call_timeout: float | None = None
     store_timeout: float = 1.0
+    failure_predicate: Callable[[Exception], bool] | None = None
+    result_predicate: Callable[[Any], bool] | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -145,6 +169,11 @@ class CircuitBreakerConfig(BaseModel):
     def _check_exceptions(cls, value: object, info: Any) -> ExceptionTypes | None:
         return _exception_types(info.field_name, value)
 
+    @field_validator("failure_predicate", "result_predicate", mode="before")
+    @classmethod
+    def _check_predicates(cls, value: object, info: Any) -> Callable[[Any], bool] | None:
+        return _predicate(info.field_name, value)
+
     @model_validator(mode="after")
     def _check_exclusive(self) -> CircuitBreakerConfig:
         if self.handled_exceptions is not None and self.ignored_exceptions is not None:
@@ -152,12 +181,21 @@ class CircuitBreakerConfig(BaseModel):
                 "handled_exceptions",
                 "handled_exceptions and ignored_exceptions are mutually exclusive; pass only one",
             )
+        if self.failure_predicate is not None and (
+            self.handled_exceptions is not None or self.ignored_exceptions is not None
+        ):
+            raise CircuitBreakerConfigError(
+                "failure_predicate",
+                "replaces handled_exceptions and ignored_exceptions; pass one or the other",
+            )
         return self
 
     def counts_as_failure(self, exc: BaseException) -> bool:
         """Whether ``exc`` counts as a failure under this configuration."""
         if not isinstance(exc, Exception):
             return False
+        if self.failure_predicate is not None:
+            return bool(self.failure_predicate(exc))
         if self.handled_exceptions is not None:
             return isinstance(exc, self.handled_exceptions)
         if self.ignored_exceptions is not None:

@@ -29,6 +29,9 @@ RECORD_TTL_BUFFER = 3600
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
 _HALF_OPEN = CircuitState.HALF_OPEN
+_FORCED_OPEN = CircuitState.FORCED_OPEN
+_FORCED_CLOSED = CircuitState.FORCED_CLOSED
+_ADMITTING = frozenset({_CLOSED, _FORCED_CLOSED})  # states in which every call runs
 
 
 class Outcome(enum.Enum):
@@ -187,14 +190,15 @@ class CircuitStateMachine:
         self._update_fast_deadline()
 
     def _update_fast_deadline(self) -> None:
-        fast = self.fast_path_enabled and self.record.state is _CLOSED
+        fast = self.fast_path_enabled and self.record.state in _ADMITTING
         self.fast_deadline = self.fresh_until if fast else -math.inf
 
     def _drop_lease(self) -> None:
         self.lease_owner = None
         self.probe_successes = 0
 
-    def _expires_at(self, wall: float) -> int:
+    def expires_at(self, wall: float) -> int:
+        """When a record written at ``wall`` may be reaped (its TTL)."""
         return int(wall + self.recovery_timeout) + RECORD_TTL_BUFFER
 
     # -- admission -------------------------------------------------------------------
@@ -206,8 +210,12 @@ class CircuitStateMachine:
         if mono >= self.fresh_until and not refreshed:
             return REFRESH
         record = self.record
-        if record.state is _CLOSED:
+        if record.state in _ADMITTING:
             return ADMIT_CLOSED
+        if record.state is _FORCED_OPEN:
+            # Never probes; a call may run once an operator lifts it, which this
+            # process learns at its next read.
+            return self._reject(max(0.0, self.fresh_until - mono))
         if self.probe_busy:
             return self._reject(0.0)
         if self.lease_owner is not None:
@@ -244,7 +252,7 @@ class CircuitStateMachine:
             "seen_opened_at": seen_opened_at,
             "now": wall,
             "lease_expiry": self._lease_expiry(wall),
-            "expires_at": self._expires_at(wall),
+            "expires_at": self.expires_at(wall),
         }
         return StoreWrite(WriteKind.ACQUIRE, arguments, self.record)
 
@@ -255,7 +263,7 @@ class CircuitStateMachine:
         arguments = {
             "owner": self.lease_owner,
             "lease_expiry": self._lease_expiry(wall),
-            "expires_at": self._expires_at(wall),
+            "expires_at": self.expires_at(wall),
         }
         return StoreWrite(WriteKind.RENEW, arguments, self.record)
 
@@ -266,7 +274,7 @@ class CircuitStateMachine:
         owner = admitted.probe_owner
         if owner is None:
             return self._on_closed_outcome(outcome, wall)
-        expires_at = self._expires_at(wall)
+        expires_at = self.expires_at(wall)
         if outcome is Outcome.FAILURE:
             arguments: dict[str, Any] = {
                 "owner": owner,
@@ -301,7 +309,7 @@ class CircuitStateMachine:
             "failure_count": count,
             "opened_at": int(wall),
             "seen_opened_at": self.record.opened_at,
-            "expires_at": self._expires_at(wall),
+            "expires_at": self.expires_at(wall),
         }
         return StoreWrite(WriteKind.TRIP, arguments, self.record)
 
@@ -320,7 +328,9 @@ class CircuitStateMachine:
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
         if not result.won:
             self._drop_lease()
-            return ADMIT_CLOSED if self.record.state is _CLOSED else self._reject(0.0)
+            if self.record.state in _ADMITTING:
+                return ADMIT_CLOSED
+            return self._reject(0.0)
         owner: str = write.arguments["owner"]
         if write.kind is WriteKind.ACQUIRE:
             self.lease_owner = owner
@@ -367,6 +377,16 @@ class CircuitStateMachine:
             # Our lease stays in the store until it expires, then anyone takes over.
             self._drop_lease()
         # RELEASE: keep the lease; our next call probes under it while it lasts.
+
+    def on_forced(self, record: CircuitRecord, mono: float) -> None:
+        """Install the record an operator's forced write (or reset) just stored; a
+        change of state is a transition this process made."""
+        previous = self.record.state
+        self._drop_lease()
+        self.probe_busy = False
+        self._adopt(record, mono)
+        if record.state is not previous:
+            self._transition(previous, record.state, record.opened_at)
 
     def _transition(
         self, from_state: CircuitState, to_state: CircuitState, opened_at: int | None

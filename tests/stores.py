@@ -71,5 +71,9 @@ class InstrumentedStore(PersistenceStore):
         await self._enter("reopen")
         return await self.inner.reopen(name, **kwargs)
 
+    async def force(self, name: str, **kwargs: Any) -> CircuitRecord:  # type: ignore[override]
+        await self._enter("force")
+        return await self.inner.force(name, **kwargs)
+
     async def aclose(self) -> None:
         self.closed = True

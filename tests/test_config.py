@@ -59,6 +59,8 @@ def test_defaults_match_powertools() -> None:
         ("handled_exceptions", KeyboardInterrupt),
         ("ignored_exceptions", 42),
         ("ignored_exceptions", ()),
+        ("failure_predicate", "timeout"),
+        ("result_predicate", 503),
     ],
 )
 def test_invalid_value_names_the_field(field: str, value: Any) -> None:
@@ -128,3 +130,21 @@ def test_breaker_arguments_are_checked(kwargs: dict[str, Any], field: str) -> No
     with pytest.raises(CircuitBreakerConfigError) as caught:
         CircuitBreaker(**arguments)
     assert caught.value.field == field
+
+
+async def _async_predicate(value: object) -> bool:
+    return True
+
+
+def test_predicates_must_be_plain_functions() -> None:
+    """Predicates run on every outcome: an async one is refused at construction."""
+    with pytest.raises(CircuitBreakerConfigError, match="not async") as caught:
+        CircuitBreakerConfig(result_predicate=_async_predicate)
+    assert caught.value.field == "result_predicate"
+
+
+def test_failure_predicate_excludes_class_lists() -> None:
+    """failure_predicate replaces the exception lists; giving both is an error."""
+    with pytest.raises(CircuitBreakerConfigError) as caught:
+        CircuitBreakerConfig(failure_predicate=bool, ignored_exceptions=KeyError)
+    assert caught.value.field == "failure_predicate"

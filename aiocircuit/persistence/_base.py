@@ -170,6 +170,23 @@ class PersistenceStore(ABC):
         """Store ``OPEN`` with a fresh ``opened_at``, clearing the lease, only if
         ``owner`` holds it."""
 
+    @abstractmethod
+    async def force(
+        self,
+        name: str,
+        *,
+        state: CircuitState,
+        opened_at: int | None,
+        expires_at: int | None,
+    ) -> CircuitRecord:
+        """Store ``state`` unconditionally, with ``opened_at``, failure count 0 and no
+        lease; return the stored record.
+
+        An operator's override (``force_open``, ``force_closed``, ``reset``): it applies
+        whatever is stored. ``expires_at`` ``None`` means the record never expires (a
+        forced state holds until reset).
+        """
+
     def _blocking_ops(self) -> BlockingStoreOps | None:
         """A blocking twin of this store's operations for the sync shim, or ``None`` (the
         default) to run the async operations through the shim's event-loop portal."""

@@ -114,6 +114,19 @@ class _RecordTable:
             new = CircuitRecord(CircuitState.OPEN, 0, opened_at)
             return self._write_if(name, condition, new)
 
+    def force(
+        self,
+        name: str,
+        *,
+        state: CircuitState,
+        opened_at: int | None,
+        expires_at: int | None,
+    ) -> CircuitRecord:
+        record = CircuitRecord(state, 0, opened_at)
+        with self._lock:
+            self._records[name] = record
+        return record
+
 
 class InMemoryPersistence(PersistenceStore):
     """Circuit records in this process's memory, shared by every breaker given this
@@ -179,3 +192,13 @@ class InMemoryPersistence(PersistenceStore):
         self, name: str, *, owner: str, opened_at: int, expires_at: int
     ) -> WriteResult:
         return self._table.reopen(name, owner=owner, opened_at=opened_at, expires_at=expires_at)
+
+    async def force(
+        self,
+        name: str,
+        *,
+        state: CircuitState,
+        opened_at: int | None,
+        expires_at: int | None,
+    ) -> CircuitRecord:
+        return self._table.force(name, state=state, opened_at=opened_at, expires_at=expires_at)

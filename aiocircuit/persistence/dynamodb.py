@@ -427,6 +427,45 @@ class DynamoDBPersistence(PersistenceStore):
             },
         )
 
+    async def force(
+        self,
+        name: str,
+        *,
+        state: CircuitState,
+        opened_at: int | None,
+        expires_at: int | None,
+    ) -> CircuitRecord:
+        sets = ["#state = :state", "#failure_count = :zero"]
+        removes = ["#owner", "#lease"]
+        values = {":state": _s(state.value), ":zero": _n(0)}
+        if opened_at is None:
+            removes.append("#opened_at")
+        else:
+            sets.append("#opened_at = :opened_at")
+            values[":opened_at"] = _n(opened_at)
+        if expires_at is None:
+            removes.append("#expiration")  # a forced state holds until reset
+        else:
+            sets.append("#expiration = :expiration")
+            values[":expiration"] = _n(expires_at)
+        update = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
+        client = await self._client("force")
+        try:
+            response = await client.update_item(
+                TableName=self.table_name,
+                Key=self._key(name),
+                UpdateExpression=update,
+                ExpressionAttributeNames={k: v for k, v in self._names.items() if k in update},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except Exception as exc:
+            raise self._error("force", name, exc) from exc
+        record = self._record(name, response.get("Attributes"))
+        if record is None:
+            raise self._error("force", name, ValueError("no item returned"))
+        return record
+
     # -- table -----------------------------------------------------------------------
 
     @staticmethod

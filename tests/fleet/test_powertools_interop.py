@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import os
 import threading
 from collections import Counter
@@ -697,3 +698,35 @@ async def test_composite_key_table_is_shared(
         assert _powertools(pt_store, lambda: "pt-ok")() == REJECTED
     finally:
         client.close()
+
+
+# -- operator control: what Powertools does with a forced state ----------------------------
+
+
+@pytest.mark.anyio
+async def test_powertools_fails_open_on_a_forced_state(
+    clock: FakeClock,
+    our_store: DynamoDBPersistence,
+    pt_store: CircuitBreakerDynamoDBPersistence,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Powertools cannot parse FORCED_OPEN: it logs a warning and fails open (runs the
+    call as if CLOSED) on every read, so a forced-open circuit does not stop a
+    Powertools environment. Ours rejects; reset gives Powertools a state it reads."""
+    ours = CircuitBreaker(CIRCUIT, our_store, config=_our_config(), clock=clock)
+    await ours.force_open()
+    with pytest.raises(CircuitBreakerOpenError):
+        await ours.call(_fail)
+    calls: list[str] = []
+
+    def charge(order: str) -> str:
+        calls.append(order)
+        return "charged"
+
+    protected = _powertools(pt_store, charge, on_circuit_open=_powertools_rejected)
+    with caplog.at_level(logging.WARNING):
+        assert protected("order-1") == "charged"
+    assert calls == ["order-1"]
+    assert any("failing open" in r.getMessage() for r in caplog.records)
+    await ours.reset()
+    assert pt_store.get_state(CIRCUIT).state == powertools.CircuitState.CLOSED

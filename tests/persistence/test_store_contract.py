@@ -276,3 +276,39 @@ async def test_concurrent_elections_have_one_winner(store: PersistenceStore, nam
     record = await store.read(name)
     assert record is not None
     assert record.probe_owner == wins[0]
+
+
+@pytest.mark.parametrize(
+    "state", [CircuitState.FORCED_OPEN, CircuitState.FORCED_CLOSED, CircuitState.CLOSED]
+)
+async def test_force_overrides_anything(
+    store: PersistenceStore, name: str, state: CircuitState
+) -> None:
+    """An operator's forced write applies over a live probe lease and clears it."""
+    await _half_open(store, name, owner="a")
+    opened_at = NOW + 5 if state is CircuitState.FORCED_OPEN else None
+    record = await store.force(name, state=state, opened_at=opened_at, expires_at=None)
+    assert record == CircuitRecord(state, 0, opened_at)
+    assert await store.read(name) == record
+    assert not (await store.close(name, owner="a", expires_at=TTL)).won  # lease gone
+
+
+async def test_forced_states_refuse_trips_and_elections(store: PersistenceStore, name: str) -> None:
+    """A forced-closed circuit cannot be tripped; a forced-open one cannot be elected."""
+    await store.force(name, state=CircuitState.FORCED_CLOSED, opened_at=None, expires_at=None)
+    trip = await store.trip(
+        name, failure_count=5, opened_at=NOW, seen_opened_at=None, expires_at=TTL
+    )
+    assert not trip.won
+    await store.force(name, state=CircuitState.FORCED_OPEN, opened_at=NOW, expires_at=None)
+    election = await store.acquire_probe(
+        name,
+        owner="a",
+        seen_opened_at=NOW,
+        now=NOW + 999,
+        lease_expiry=NOW + 1029,
+        expires_at=TTL,
+    )
+    assert not election.won
+    assert election.record is not None
+    assert election.record.state is CircuitState.FORCED_OPEN
