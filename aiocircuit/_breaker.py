@@ -469,34 +469,47 @@ class CircuitBreaker:
             machine.on_write(write, result, self._monotonic())
         await self._adispatch()
 
-    async def _adispatch(self) -> None:
-        """Fire queued transitions in order. One dispatcher at a time drains the queue;
-        transitions queued meanwhile by others are fired by it."""
-        transitions = self._machine.transitions
-        hook = self._on_transition
+    def _claim_dispatch(self) -> bool:
+        """Become the one dispatcher of queued transitions, if there is work and no
+        dispatcher yet. Transitions queued meanwhile by others are fired by it, in order."""
         with self._lock:
-            if self._dispatching or not transitions:
-                return
+            if self._dispatching or not self._machine.transitions:
+                return False
             self._dispatching = True
+            return True
+
+    def _next_transition(self) -> CircuitTransition | None:
+        # Checking for more and stepping down are one step under the lock, so a
+        # transition queued by another caller is never left without a dispatcher.
+        with self._lock:
+            if self._machine.transitions:
+                return self._machine.transitions.popleft()
+            self._dispatching = False
+            return None
+
+    def _step_down(self) -> None:
+        with self._lock:
+            self._dispatching = False
+
+    def _warn_hook_failed(self) -> None:
+        logger.warning(
+            "on_transition hook for circuit %r raised; ignoring", self.name, exc_info=True
+        )
+
+    async def _adispatch(self) -> None:
+        if not self._claim_dispatch():
+            return
+        hook = self._on_transition
         try:
-            while True:
-                with self._lock:
-                    if not transitions:
-                        return
-                    transition = transitions.popleft()
-                if hook is None:
-                    continue
-                try:
-                    await hook.acall(transition)
-                except Exception:
-                    logger.warning(
-                        "on_transition hook for circuit %r raised; ignoring",
-                        self.name,
-                        exc_info=True,
-                    )
-        finally:
-            with self._lock:
-                self._dispatching = False
+            while (transition := self._next_transition()) is not None:
+                if hook is not None:
+                    try:
+                        await hook.acall(transition)
+                    except Exception:
+                        self._warn_hook_failed()
+        except BaseException:
+            self._step_down()  # cancelled mid-hook: the next caller fires the rest
+            raise
 
     async def _arejected(self, reject: Reject, args: Any, kwargs: Any) -> Any:
         if self._on_circuit_open is None:
@@ -675,31 +688,19 @@ class CircuitBreaker:
         self._dispatch_sync()
 
     def _dispatch_sync(self) -> None:
-        transitions = self._machine.transitions
+        if not self._claim_dispatch():
+            return
         hook = self._on_transition
-        with self._lock:
-            if self._dispatching or not transitions:
-                return
-            self._dispatching = True
         try:
-            while True:
-                with self._lock:
-                    if not transitions:
-                        return
-                    transition = transitions.popleft()
-                if hook is None:
-                    continue
-                try:
-                    hook.call_sync(transition)
-                except Exception:
-                    logger.warning(
-                        "on_transition hook for circuit %r raised; ignoring",
-                        self.name,
-                        exc_info=True,
-                    )
-        finally:
-            with self._lock:
-                self._dispatching = False
+            while (transition := self._next_transition()) is not None:
+                if hook is not None:
+                    try:
+                        hook.call_sync(transition)
+                    except Exception:
+                        self._warn_hook_failed()
+        except BaseException:
+            self._step_down()
+            raise
 
     def _rejected_sync(self, reject: Reject, args: Any, kwargs: Any) -> Any:
         if self._on_circuit_open is None:
