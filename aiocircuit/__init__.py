@@ -5,6 +5,8 @@ protects every process sharing its store; on recovery exactly one caller in the 
 probes the downstream; a failing store never fails a call.
 """
 
+import logging
+
 from ._breaker import CircuitBreaker, circuit_breaker
 from ._circuit import CircuitInfo, CircuitState, CircuitTransition
 from ._config import CircuitBreakerConfig
@@ -31,6 +33,10 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library never configures logging; this only keeps "No handlers could be found"
+# behaviour out of applications that do not either.
+logging.getLogger("aiocircuit").addHandler(logging.NullHandler())
 
 # Tracebacks and reprs show the public path (aiocircuit.CircuitBreakerOpenError), not
 # the private module a name happens to live in.

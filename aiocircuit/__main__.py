@@ -1,20 +1,36 @@
 """The ``aiocircuit`` command (also ``python -m aiocircuit``).
 
-It exists to show the library working without writing any code: ``aiocircuit demo`` runs
-a breaker against a simulated flaky downstream (see :mod:`aiocircuit._demo`). Usage
-errors are reported in one line, so a mistyped option does not bury its own message
-under a screen of usage text.
+It exists to show the library working without writing any code, and to let an operator
+see and steer circuits in a shared store:
+
+- ``aiocircuit demo`` runs a breaker against a simulated flaky downstream (see
+  :mod:`aiocircuit._demo`);
+- ``status [NAME ...]``, ``open NAME`` (``force_open``), ``close NAME``
+  (``force_closed``), ``reset NAME`` (``reset``) and ``create-table`` work on a DynamoDB
+  table named by ``--dynamodb-table`` or ``$AIOCIRCUIT_DYNAMODB_TABLE`` (see
+  :mod:`aiocircuit._cli_store`, which states their decisions).
+
+Errors are reported in one line on stderr, so a mistyped option does not bury its own
+message under a screen of usage text. Exit codes: 0 success, 1 the store failed or was
+unreachable, 2 bad command-line input, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 import anyio
 
+from ._cli_store import (
+    CommandLineError,
+    StoreCommandError,
+    add_store_commands,
+    run_store_command,
+)
 from ._demo import Scenario, run_demo
 
 PROG = "aiocircuit"
@@ -67,6 +83,8 @@ def _build_parser() -> _Parser:
     parser = _Parser(
         prog=PROG,
         description="An async-native circuit breaker whose state a whole fleet shares.",
+        epilog="Exit status: 0 success, 1 the store failed or was unreachable, 2 bad "
+        "input. '%(prog)s COMMAND --help' describes each command.",
     )
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     demo = commands.add_parser(
@@ -99,6 +117,7 @@ def _build_parser() -> _Parser:
         default="asyncio",
         help="event loop to run on (default: %(default)s)",
     )
+    add_store_commands(commands)
     return parser
 
 
@@ -116,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    # The only command so far is "demo".
+    if args.command != "demo":
+        return _run_store_command(args)
     if args.backend not in anyio.get_available_backends():
         print(
             f"{PROG}: error: the {args.backend} backend is not installed "
@@ -127,6 +147,20 @@ def main(argv: list[str] | None = None) -> int:
     scenario = Scenario.lasting(args.seconds, tasks=int(args.tasks))
     run_demo(scenario, backend=args.backend)
     return 0
+
+
+def _run_store_command(args: argparse.Namespace) -> int:
+    try:
+        return run_store_command(args, dict(os.environ))
+    except CommandLineError as exc:
+        print(f"{PROG}: error: {exc} (see '{PROG} {args.command} --help')", file=sys.stderr)
+        return 2
+    except StoreCommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
