@@ -335,7 +335,10 @@ class CircuitStateMachine:
         if write.kind is WriteKind.ACQUIRE:
             self.lease_owner = owner
             self.probe_successes = 0
-            if write.seen.state is _OPEN:  # a takeover of a lapsed lease is no transition
+            # An election is the fleet's OPEN -> HALF_OPEN; a takeover of a lapsed or
+            # released lease is none, even when this process's stale view said OPEN.
+            replaced = result.replaced if result.replaced is not None else write.seen.state
+            if replaced is _OPEN:
                 self._transition(_OPEN, _HALF_OPEN, self.record.opened_at)
         self.probe_busy = True  # the probe now runs
         return Admit(owner)

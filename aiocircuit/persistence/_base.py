@@ -55,11 +55,14 @@ class WriteResult:
 
     ``won`` says whether the condition held and the write applied; ``record`` is the
     circuit as stored after the operation (the new record when won, the one that made the
-    condition fail when lost; ``None`` if no record exists).
+    condition fail when lost; ``None`` if no record exists). ``replaced`` is the state a
+    won ``acquire_probe`` replaced: ``OPEN`` for an election, ``HALF_OPEN`` for a
+    takeover, which is no transition (``None``: the store does not say).
     """
 
     won: bool
     record: CircuitRecord | None
+    replaced: CircuitState | None = None
 
 
 class BlockingStoreOps(Protocol):
@@ -144,7 +147,8 @@ class PersistenceStore(ABC):
 
         Applies only if the record is ``OPEN`` with no owner and
         ``opened_at == seen_opened_at`` (the election), or ``HALF_OPEN`` with
-        ``lease_expiry <= now`` (the takeover of a lease whose holder vanished).
+        ``lease_expiry <= now`` (the takeover of a lease whose holder vanished). When
+        won, ``replaced`` says which.
         """
 
     @abstractmethod

@@ -86,7 +86,8 @@ class _RecordTable:
                 and current.lease_expiry <= now
             )
             new = CircuitRecord(CircuitState.HALF_OPEN, 0, current.opened_at, owner, lease_expiry)
-            return self._write_if(name, election or takeover, new)
+            result = self._write_if(name, election or takeover, new)
+            return replace(result, replaced=current.state) if result.won else result
 
     def _owned(self, name: str, owner: str) -> CircuitRecord | None:
         current = self._records.get(name)

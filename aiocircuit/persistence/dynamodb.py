@@ -19,6 +19,7 @@ import math
 import os
 import weakref
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -80,13 +81,17 @@ class DynamoDBPersistence(PersistenceStore):
             this sort key, and ``static_pk_value`` to the partition key.
         static_pk_value: the partition key value in the composite mode; by default
             ``circuit_breaker#<AWS_LAMBDA_FUNCTION_NAME>``, as Powertools does.
-        state_attr, failure_count_attr, opened_at_attr, half_open_owner_attr,
-        probe_lease_expiry_attr, expiry_attr: attribute names, defaulting to
-            Powertools' (``expiry_attr`` is the table's TTL attribute).
+        state_attr: the attribute holding the state (Powertools' name by default).
+        failure_count_attr: the attribute holding the trip's failure count.
+        opened_at_attr: the attribute holding when the circuit opened (Unix seconds).
+        half_open_owner_attr: the attribute holding the probe lease's owner id.
+        probe_lease_expiry_attr: the attribute holding the lease expiry (Unix seconds).
+        expiry_attr: the table's TTL attribute.
         session: an ``aioboto3.Session`` to build clients from (default: a new one).
         client: a ready aiobotocore DynamoDB client to use instead; the caller owns its
             lifetime and its event loop.
-        endpoint_url, region_name: passed to the clients this store builds.
+        endpoint_url: passed to the clients this store builds (e.g. a local DynamoDB).
+        region_name: passed to the clients this store builds.
         consistent_read: make reads strongly consistent (default: eventually
             consistent, which matches the breaker's own cache tolerance at half the
             cost).
@@ -297,6 +302,7 @@ class DynamoDBPersistence(PersistenceStore):
         update: str,
         condition: str,
         values: dict[str, dict[str, str]],
+        return_values: str = "ALL_NEW",
     ) -> WriteResult:
         client = await self._client(operation)
         used = {k: v for k, v in self._names.items() if k in update or k in condition}
@@ -308,7 +314,7 @@ class DynamoDBPersistence(PersistenceStore):
                 ConditionExpression=condition,
                 ExpressionAttributeNames=used,
                 ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
+                ReturnValues=return_values,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -359,8 +365,11 @@ class DynamoDBPersistence(PersistenceStore):
         expires_at: int,
     ) -> WriteResult:
         # The same election as Powertools' conditional PutItem, so a mixed fleet elects
-        # one probe; an UpdateItem keeps the stored opened_at on a takeover.
-        return await self._update(
+        # one probe; an UpdateItem keeps the stored opened_at on a takeover. It returns
+        # the item it replaced (ALL_OLD): whether that was OPEN (an election, a
+        # transition) or HALF_OPEN (a takeover, none); the new item is that one with
+        # exactly the attributes set here.
+        result = await self._update(
             "acquire_probe",
             name,
             update="SET #state = :half_open, #owner = :owner, #lease = :lease, "
@@ -377,7 +386,20 @@ class DynamoDBPersistence(PersistenceStore):
                 ":now": _n(math.floor(now)),
                 ":expiration": _n(expires_at),
             },
+            return_values="ALL_OLD",
         )
+        if not result.won:
+            return result
+        if result.record is None:
+            raise self._error("acquire_probe", name, ValueError("no previous item returned"))
+        new = replace(
+            result.record,
+            state=CircuitState.HALF_OPEN,
+            failure_count=0,
+            probe_owner=owner,
+            lease_expiry=lease_expiry,
+        )
+        return WriteResult(True, new, replaced=result.record.state)
 
     async def renew_probe(
         self, name: str, *, owner: str, lease_expiry: int, expires_at: int

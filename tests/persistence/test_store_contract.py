@@ -118,6 +118,7 @@ async def test_acquire_elects_one_probe(store: PersistenceStore, name: str) -> N
     expected = CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "a", NOW + 60)
     assert result.won
     assert result.record == expected
+    assert result.replaced is CircuitState.OPEN  # an election: a transition
     assert await store.read(name) == expected
 
 
@@ -159,6 +160,7 @@ async def test_lapsed_lease_is_taken_over(store: PersistenceStore, name: str) ->
     )
     assert result.won
     assert result.record == CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "b", NOW + 90)
+    assert result.replaced is CircuitState.HALF_OPEN  # a takeover: no transition
 
 
 async def test_renew_only_by_owner(store: PersistenceStore, name: str) -> None:
