@@ -1,4 +1,4 @@
-"""Development sessions: `nox -s tests lint typecheck` (and `bench`, `demo`)."""
+"""Development sessions: `nox -s lint typecheck tests docs` (and `bench`, `demo`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.download_python = "never"
 # `tests` runs on every supported Python this machine has, and skips the others.
@@ -53,6 +53,23 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and the public-API typing file."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy", "--strict")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs-material, mkdocstrings), built with --strict to
+    site/: a broken link, a missing page or a docstring mkdocstrings cannot read fails."""
+    # ruff formats the signatures mkdocstrings shows (separate_signature).
+    session.install("-e", ".[dynamodb]", "mkdocs-material", "mkdocstrings[python]", "ruff")
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        "site",
+        *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},  # Material's end-of-life banner, on every build
+    )
 
 
 @nox.session

@@ -10,19 +10,40 @@ import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 DOCS = Path(__file__).parent.parent / "docs"
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 EXAMPLE_TABLE = "circuit-breaker-state"  # the table the DynamoDB examples name
+# aiohttp runs only on asyncio: examples that use it are not run on trio.
+ASYNCIO_ONLY = re.compile(
+    r"^(?:import aiohttp|from (?:aiohttp|aiocircuit\.contrib\.aiohttp)\b)", re.M
+)
+
+
+def _blocks(*, lambda_handlers: bool) -> list[tuple[str, str]]:
+    return [
+        (block, f"{page.relative_to(DOCS).as_posix()}:{number}")
+        for page in sorted(DOCS.rglob("*.md"))
+        for number, block in enumerate(BLOCK.findall(page.read_text()), start=1)
+        if ("def lambda_handler" in block) == lambda_handlers
+    ]
 
 
 def _examples(*, lambda_handlers: bool) -> list[Any]:
     return [
-        pytest.param(block, id=f"{page.name}:{number}")
-        for page in sorted(DOCS.glob("*.md"))
-        for number, block in enumerate(BLOCK.findall(page.read_text()), start=1)
-        if ("def lambda_handler" in block) == lambda_handlers
+        pytest.param(block, id=name) for block, name in _blocks(lambda_handlers=lambda_handlers)
+    ]
+
+
+def _examples_on_their_loops() -> list[Any]:
+    # Every example on every loop it supports: aiohttp's on asyncio only.
+    return [
+        pytest.param(block, backend, id=f"{name}-{backend}")
+        for block, name in _blocks(lambda_handlers=False)
+        for backend in ("asyncio", "trio")
+        if backend == "asyncio" or not ASYNCIO_ONLY.search(block)
     ]
 
 
@@ -33,12 +54,17 @@ def _run(source: str) -> dict[str, Any]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("source", _examples(lambda_handlers=False))
-async def test_example_runs(source: str) -> None:
-    """Each example executes, and every `test_*` coroutine it defines passes."""
+@pytest.mark.parametrize(("source", "anyio_backend"), _examples_on_their_loops())
+async def test_example_runs(source: str, anyio_backend: str) -> None:
+    """Each example executes, and every `test_*` function it defines passes: coroutines
+    on the event loop, plain functions in a worker thread (as blocking code runs)."""
     for name, value in _run(source).items():
-        if name.startswith("test_") and inspect.iscoroutinefunction(value):
+        if not name.startswith("test_") or not callable(value):
+            continue
+        if inspect.iscoroutinefunction(value):
             await value()
+        else:
+            await anyio.to_thread.run_sync(value)
 
 
 @pytest.mark.parametrize("source", _examples(lambda_handlers=True))

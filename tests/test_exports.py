@@ -27,6 +27,8 @@ CONTRACT = {
     "aiocircuit.persistence": {"PersistenceStore", "InMemoryPersistence", "DynamoDBPersistence"},
     "aiocircuit.persistence.dynamodb": {"DynamoDBPersistence"},
     "aiocircuit.testing": {"FakeClock"},
+    "aiocircuit.contrib.httpx": {"CircuitBreakerTransport", "SyncCircuitBreakerTransport"},
+    "aiocircuit.contrib.aiohttp": {"CircuitBreakerMiddleware"},
 }
 
 # Names a module exports lazily (so that importing it never imports an optional extra),
