@@ -254,6 +254,7 @@ class CircuitBreaker:
         Raises :class:`CircuitBreakerPersistenceError` if the store fails or takes
         longer than ``store_timeout``.
         """
+        started = self._machine.writes_seen
         try:
             with anyio.fail_after(self._store_timeout):
                 record = await self._store.read(self.name)
@@ -265,7 +266,7 @@ class CircuitBreaker:
             ) from exc
         self._check_record(record)
         with self._lock:
-            self._machine.on_read(record, self._monotonic())
+            self._machine.on_read(record, self._monotonic(), started=started)
         return self._machine.info()
 
     # -- operator control ------------------------------------------------------------
@@ -425,13 +426,14 @@ class CircuitBreaker:
             # The reader was cancelled before it finished: read again ourselves.
         flight = _ReadFlight(thread, anyio.Event())
         self._read_flight = flight
+        started = self._machine.writes_seen
         try:
             record = await self._aread()
             if isinstance(record, _StoreFailed):
                 flight.outcome = False
             else:
                 with self._lock:
-                    self._machine.on_read(record, self._monotonic())
+                    self._machine.on_read(record, self._monotonic(), started=started)
                 flight.outcome = True
             return flight.outcome
         finally:
@@ -635,6 +637,7 @@ class CircuitBreaker:
         ops = self._store._blocking_ops()
         if ops is None:
             return run_blocking(self._arefresh)
+        started = self._machine.writes_seen
         try:
             record = ops.read(self.name)
             self._check_record(record)
@@ -642,7 +645,7 @@ class CircuitBreaker:
             self._warn_store_failure("read", exc)
             return False
         with self._lock:
-            self._machine.on_read(record, self._monotonic())
+            self._machine.on_read(record, self._monotonic(), started=started)
         return True
 
     def _write_sync(self, write: StoreWrite) -> WriteResult | None:

@@ -122,6 +122,7 @@ class CircuitStateMachine:
         "probe_busy",
         "probe_successes",
         "transitions",
+        "writes_seen",
     )
 
     def __init__(
@@ -152,6 +153,9 @@ class CircuitStateMachine:
         self.probe_busy = False  # a local probe is being elected, running or written
         self.probe_successes = 0
         self.transitions: deque[CircuitTransition] = deque()
+        # Counts the write answers applied: a read that started before one of them
+        # carries an older record and must not roll the view back.
+        self.writes_seen = 0
 
     def forget_process_state(self) -> None:
         """Drop everything local (streak, lease, cache): this is now a new process."""
@@ -173,8 +177,16 @@ class CircuitStateMachine:
     def info(self) -> CircuitInfo:
         return self.record.info(self.name)
 
-    def on_read(self, record: CircuitRecord | None, mono: float) -> None:
-        """Install a record just read from the store (``None``: no record, closed)."""
+    def on_read(
+        self, record: CircuitRecord | None, mono: float, *, started: int | None = None
+    ) -> None:
+        """Install a record just read from the store (``None``: no record, closed).
+
+        ``started`` is ``writes_seen`` when the read was sent: if a write's answer
+        arrived since, it is newer than this read, and the read is dropped.
+        """
+        if started is not None and started != self.writes_seen:
+            return
         self._adopt(CLOSED_RECORD if record is None else record, mono)
 
     def _adopt(self, record: CircuitRecord, mono: float) -> None:
@@ -325,6 +337,7 @@ class CircuitStateMachine:
         self.probe_busy = False
         if result is None:
             return ADMIT_CLOSED  # fail open: the call runs as if the circuit were closed
+        self.writes_seen += 1
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
         if not result.won:
             self._drop_lease()
@@ -351,6 +364,7 @@ class CircuitStateMachine:
         if result is None:
             self._on_write_failed(kind)
             return
+        self.writes_seen += 1
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
         if kind is WriteKind.TRIP:
             if result.won:
@@ -387,6 +401,7 @@ class CircuitStateMachine:
         previous = self.record.state
         self._drop_lease()
         self.probe_busy = False
+        self.writes_seen += 1
         self._adopt(record, mono)
         if record.state is not previous:
             self._transition(previous, record.state, record.opened_at)

@@ -23,7 +23,9 @@ class InstrumentedStore(PersistenceStore):
     """Delegates to an in-memory store; counts calls per operation; can fail or stall.
 
     ``fail`` holds operation names that raise ``ConnectionError``; ``stall`` holds those
-    that never answer; ``gate``, when set, is awaited by every read (to hold reads open).
+    that never answer; ``gate``, when set, is awaited by every read (to hold reads open);
+    ``late_answer``, when set, is awaited after a read has taken its record (an answer
+    delayed in transit: it arrives carrying the record as it was).
     """
 
     def __init__(self, inner: InMemoryPersistence | None = None) -> None:
@@ -32,6 +34,7 @@ class InstrumentedStore(PersistenceStore):
         self.fail: set[str] = set()
         self.stall: set[str] = set()
         self.gate: anyio.Event | None = None
+        self.late_answer: anyio.Event | None = None
         self.closed = False
 
     @property
@@ -49,7 +52,10 @@ class InstrumentedStore(PersistenceStore):
         await self._enter("read")
         if self.gate is not None:
             await self.gate.wait()
-        return await self.inner.read(name)
+        record = await self.inner.read(name)
+        if self.late_answer is not None:
+            await self.late_answer.wait()
+        return record
 
     async def trip(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
         await self._enter("trip")

@@ -263,3 +263,41 @@ async def test_running_probe_always_has_a_full_lease() -> None:
                 await b.call(_ok)
         release.set()
     assert a.state is CircuitState.CLOSED
+
+
+@pytest.mark.anyio
+async def test_late_read_does_not_roll_back_a_newer_write(clock: FakeClock) -> None:
+    """A read answer that arrives after this process's own write answer (the probe
+    closed the circuit) is older than it and is dropped: calls are admitted."""
+    from .stores import InstrumentedStore
+
+    store = InstrumentedStore()
+    breaker = CircuitBreaker("late", store, config=CONFIG, clock=clock)
+    with pytest.raises(ConnectionError):
+        await breaker.call(_fail)
+    clock.advance(30)
+    probe_may_finish = anyio.Event()
+
+    async def probe() -> str:
+        await probe_may_finish.wait()
+        return "ok"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(breaker.call, probe)  # elected; holds the lease while it runs
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(5)  # the cache is stale: the next call reads the store
+        store.late_answer = anyio.Event()
+        tg.start_soon(_call_ignoring_rejection, breaker)  # reads HALF_OPEN, answer held
+        await anyio.wait_all_tasks_blocked()
+        probe_may_finish.set()  # the probe succeeds: CLOSE wins
+        await anyio.wait_all_tasks_blocked()
+        assert breaker.state is CircuitState.CLOSED
+        store.late_answer.set()  # the stale HALF_OPEN answer arrives
+    store.late_answer = None
+    assert breaker.state is CircuitState.CLOSED
+    assert await breaker.call(_ok) == "ok"
+
+
+async def _call_ignoring_rejection(breaker: CircuitBreaker) -> None:
+    with contextlib.suppress(CircuitBreakerOpenError):
+        await breaker.call(_ok)

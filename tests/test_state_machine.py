@@ -2,17 +2,20 @@
 
 Several ``CircuitStateMachine`` instances share one ``_RecordTable``, like processes
 sharing a store. The test plays their drivers: it hands them the time, carries out the
-store operations they ask for (or fails them), and holds admitted calls and in-flight
-writes so that processes interleave. The reference model is written from the rules of
-the circuit, not from the machine's code:
+store operations they ask for, and holds admitted calls and unanswered writes so that
+processes interleave. The reference model is written from the rules of the circuit, not
+from the machine's code:
 
 - the store: each operation's condition and effect, as ``PersistenceStore`` documents them;
 - per process: the last record it was handed and when (its cache), the probe lease it
   won and still holds, its probe successes under that lease, its closed failure streak;
 - the fleet: which probe leases were taken over, and the transitions each process made.
 
-A write can fail before the store applies it, or be applied with its answer lost (a
-timeout after commit): the machine is told ``None`` in both cases.
+The store also goes down for a few operations at a time: a read fails (the call runs as
+if closed), and a write either fails before it applies or applies with its answer lost
+(a timeout after commit); the machine is told ``None`` in both cases.
+
+Below the state machine, examples pin the same rules down one scenario at a time.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ def check_well_formed(record: CircuitRecord | None) -> None:
 
 @dataclass
 class Process:
+    """One process: its machine, and what the model expects that machine to know."""
+
     machine: CircuitStateMachine
     view: CircuitRecord = CLOSED_RECORD  # the last record handed to the machine
     seen_at: float = -math.inf  # monotonic time it was handed
@@ -149,6 +154,8 @@ class Process:
 
 @dataclass(eq=False)
 class Call:
+    """An admitted call that is still running."""
+
     process: int
     admitted: Admit
 
@@ -262,6 +269,7 @@ class CircuitFleet(RuleBasedStateMachine):
 
     @rule(seconds=TIME_STEPS)
     def advance(self, seconds: float) -> None:
+        """Both clocks move on together."""
         self.now += seconds
 
     # -- the store's health --------------------------------------------------------
@@ -300,6 +308,7 @@ class CircuitFleet(RuleBasedStateMachine):
             proc.lease = None  # the store moved on without us
 
     def check_reject(self, proc: Process, decision: Reject, retry_after: float | None) -> None:
+        """A rejection describes what the process saw, and says when to retry."""
         assert decision.retry_after >= 0
         assert decision.circuit == proc.view.info(NAME)
         if retry_after is not None:
@@ -318,6 +327,10 @@ class CircuitFleet(RuleBasedStateMachine):
         after = expected_write(before, write.operation, write.arguments)
         result = getattr(self.table, write.operation)(NAME, **write.arguments)
         assert result.won == (after is not None), (write, before)
+        if result.won and write.kind is WriteKind.ACQUIRE:
+            # An election replaces OPEN, a takeover HALF_OPEN: only the first is a transition.
+            assert before is not None
+            assert result.replaced is before.state
         if after is not None:
             self.stored = after
             self.store_changed(before, after, write)
@@ -335,6 +348,7 @@ class CircuitFleet(RuleBasedStateMachine):
     def store_changed(
         self, before: CircuitRecord | None, after: CircuitRecord, write: StoreWrite
     ) -> None:
+        """Fleet-wide bookkeeping and checks for a write the store applied."""
         for proc in self.processes:
             proc.clean = 0  # the circuit did not stay CLOSED throughout their streaks
         event(f"store: {write.kind.name} won on {CLOSED if before is None else before.state}")
@@ -514,6 +528,7 @@ class CircuitFleet(RuleBasedStateMachine):
         self.finish(self.running[pick % len(self.running)], outcome, defer)
 
     def finish(self, call: Call, outcome: Outcome, defer: bool) -> None:
+        """End a running call, checking the write it calls for against the model."""
         self.running.remove(call)
         index, owner = call.process, call.admitted.probe_owner
         proc = self.process(index)
@@ -531,6 +546,7 @@ class CircuitFleet(RuleBasedStateMachine):
             self.finish_write(index, write)
 
     def closed_outcome(self, proc: Process, outcome: Outcome, write: StoreWrite | None) -> None:
+        """A closed circuit counts failures and trips on a full streak, and nothing else."""
         if proc.view.state is not CLOSED or outcome is Outcome.IGNORED:
             assert write is None  # nothing to count
             return
@@ -554,6 +570,7 @@ class CircuitFleet(RuleBasedStateMachine):
     def probe_outcome(
         self, proc: Process, owner: str, outcome: Outcome, write: StoreWrite | None
     ) -> None:
+        """Enough successes close, a failure reopens, an ignored outcome releases."""
         if outcome is Outcome.SUCCESS:
             if proc.lease == owner:
                 proc.successes += 1
@@ -575,6 +592,7 @@ class CircuitFleet(RuleBasedStateMachine):
         assert write.arguments["owner"] == owner
 
     def finish_write(self, index: int, write: StoreWrite) -> None:
+        """Answer a write that followed a call."""
         proc = self.process(index)
         result = self.store(index, write)
         assert proc.machine.on_write(write, result, self.mono) is None
@@ -599,6 +617,7 @@ class CircuitFleet(RuleBasedStateMachine):
 
     @invariant()
     def store_matches_model(self) -> None:
+        """The stored record is the model's, and well formed."""
         assert self.table.read(NAME) == self.stored
         check_well_formed(self.stored)
 
@@ -610,6 +629,7 @@ class CircuitFleet(RuleBasedStateMachine):
 
     @invariant()
     def views_match(self) -> None:
+        """Each process acts on the last record it was handed."""
         for proc in self.processes:
             assert proc.machine.info() == proc.view.info(NAME)
 
@@ -625,6 +645,7 @@ class TestCircuitFleet(CircuitFleet.TestCase):
 
 
 def make_fleet(processes: int = 2, **config: Any) -> tuple[_RecordTable, list[CircuitStateMachine]]:
+    """A store and ``processes`` machines on it (thresholds 1, cache 5 s unless given)."""
     owner_ids = (f"owner-{n}" for n in itertools.count())
     options: dict[str, Any] = {
         "failure_threshold": 1,
@@ -675,8 +696,7 @@ def trip(machine: CircuitStateMachine, table: _RecordTable, at: float) -> None:
 
 
 def test_full_failure_streak_trips_once() -> None:
-    """failure_threshold consecutive failures trip the circuit once; a success restarts
-    the streak."""
+    """A full streak of failures trips the circuit once; a success restarts the streak."""
     table, (machine,) = make_fleet(1, failure_threshold=3)
     for outcome in [Outcome.FAILURE, Outcome.FAILURE, Outcome.SUCCESS, Outcome.IGNORED]:
         finish(machine, table, admit(machine, table, 0.0), outcome, 0.0)
@@ -690,8 +710,7 @@ def test_full_failure_streak_trips_once() -> None:
 
 
 def test_open_circuit_rejects_until_recovery_timeout_then_admits_one_probe() -> None:
-    """OPEN rejects until opened_at + recovery_timeout; then exactly one caller in the
-    fleet probes and the others are rejected while its lease runs."""
+    """OPEN rejects until its recovery timeout is over, then admits one probe in the fleet."""
     table, (a, b) = make_fleet()
     trip(a, table, 0.5)
     early = admit(b, table, 9.0)
@@ -712,8 +731,7 @@ def test_open_circuit_rejects_until_recovery_timeout_then_admits_one_probe() -> 
 
 
 def test_consecutive_probe_successes_close_the_circuit() -> None:
-    """success_threshold probe successes under one lease close the circuit; each probe
-    after the first renews the lease as it starts."""
+    """success_threshold probes succeeding under one (renewed) lease close the circuit."""
     table, (a, b) = make_fleet(success_threshold=2)
     trip(a, table, 0.0)
     first = admit(a, table, 10.0)
@@ -746,15 +764,15 @@ def test_probe_failure_reopens_at_the_failure_time() -> None:
 
 
 def test_ignored_probe_lets_the_next_caller_probe_at_once() -> None:
-    """An ignored (cancelled) probe releases its lease: the next caller anywhere probes
-    without waiting, and taking over a lease is no transition."""
+    """An ignored probe releases its lease: the next caller anywhere probes at once."""
     table, (a, b) = make_fleet(cache_max_age=0.0)
     trip(a, table, 0.0)
     probe = admit(a, table, 10.0)
     finish(a, table, probe, Outcome.IGNORED, 10.5)
     next_probe = admit(b, table, 10.5)
+    assert isinstance(probe, Admit)
     assert isinstance(next_probe, Admit)
-    assert next_probe.probe_owner not in (None, probe.probe_owner)  # type: ignore[union-attr]
+    assert next_probe.probe_owner not in (None, probe.probe_owner)
     record = table.read(NAME)
     assert record is not None
     assert record.probe_owner == next_probe.probe_owner
@@ -762,12 +780,11 @@ def test_ignored_probe_lets_the_next_caller_probe_at_once() -> None:
 
 
 def test_store_failures_fail_open() -> None:
-    """A failed read or election admits the call as closed and caches nothing; a failed
-    trip lets the next full streak try again."""
+    """Failed reads, trips and elections never raise: the call runs as if closed."""
     table, (a, b) = make_fleet()
     assert a.admit(0.0, WALL_START) is REFRESH  # the read fails: the driver admits closed
     assert a.admit(0.0, WALL_START) is REFRESH  # nothing was cached: it asks again
-    a.on_read(None, 0.0)
+    a.on_read(None, 0.0)  # the next read answers
     write = a.on_outcome(ADMIT_CLOSED, Outcome.FAILURE, WALL_START)
     assert write is not None
     a.on_write(write, None, 0.0)  # the trip failed
@@ -782,8 +799,7 @@ def test_store_failures_fail_open() -> None:
 
 
 def test_fresh_cache_is_not_read_and_closed_circuit_never_writes() -> None:
-    """Within local_cache_max_age of its last read a process does not read again, and
-    calls on a closed circuit make no store write."""
+    """A fresh cache is not read again, and a healthy closed circuit never writes."""
     table, (machine,) = make_fleet(1, failure_threshold=2)
     assert machine.admit(0.0, WALL_START) is REFRESH
     machine.on_read(table.read(NAME), 0.0)
@@ -795,15 +811,15 @@ def test_fresh_cache_is_not_read_and_closed_circuit_never_writes() -> None:
 
 
 def test_takeover_of_a_released_lease_on_a_stale_view_is_no_transition() -> None:
-    """A process whose cached view says OPEN and which takes over a released lease records
-    no OPEN -> HALF_OPEN transition: the store went HALF_OPEN -> HALF_OPEN, and the
-    process that elected the first probe already recorded the fleet's transition."""
+    """Taking over a released lease on a cached OPEN view is no OPEN -> HALF_OPEN transition."""
+    # The store went HALF_OPEN -> HALF_OPEN; A already recorded the fleet's OPEN ->
+    # HALF_OPEN when it won the election, so on_transition must not fire it again on B.
     table, (a, b) = make_fleet()
     trip(a, table, 0.0)
     assert isinstance(admit(b, table, 9.0), Reject)  # B caches OPEN until 14.0
     probe = admit(a, table, 10.0)
     finish(a, table, probe, Outcome.IGNORED, 10.0)  # released: lease_expiry 0
-    takeover = admit(b, table, 10.0)
+    takeover = admit(b, table, 10.0)  # B's cache is fresh: it elects on OPEN
     assert isinstance(takeover, Admit)
     assert takeover.probe_owner is not None
     assert [t.to_state for t in a.transitions] == [OPEN, HALF_OPEN]
