@@ -23,6 +23,8 @@ from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import anyio
+
 from .._circuit import CircuitState
 from .._errors import (
     CircuitBreakerConfigError,
@@ -221,7 +223,12 @@ class DynamoDBPersistence(PersistenceStore):
             client = self._clients.get(loop)
             if client is None:
                 holder = self._hold_client(loop)
-                client = await holder.__anext__()
+                # Shielded: a timeout that interrupted aiobotocore half-way through
+                # opening a client would leave its HTTP session unclosed. Opening is
+                # mostly local work (loading the service model), so the first call of a
+                # loop may outlast store_timeout by that much.
+                with anyio.CancelScope(shield=True):
+                    client = await holder.__anext__()
                 self._holders[loop] = holder
                 self._clients[loop] = client
         return client
