@@ -6,7 +6,6 @@ attributes so that nothing on the per-call path touches a model.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from ._errors import CircuitBreakerConfigError
+from ._hooks import is_async_callable
 
 ExceptionTypes = tuple[type[Exception], ...]
 
@@ -63,9 +63,7 @@ def _predicate(field: str, value: object) -> Callable[[Any], bool] | None:
         return None
     if not callable(value):
         raise CircuitBreakerConfigError(field, f"must be a callable returning bool, got {value!r}")
-    if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
-        getattr(value, "__call__", None)  # noqa: B004  # instances with an async __call__
-    ):
+    if is_async_callable(value):
         raise CircuitBreakerConfigError(
             field, "must be a plain function (it runs on every call's outcome), not async"
         )

@@ -10,7 +10,9 @@ from typing import Any
 from ._portal import run_blocking
 
 
-def _is_async_callable(fn: Callable[..., Any]) -> bool:
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns an awaitable: coroutine functions, partials of
+    them, and instances with an async ``__call__``."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
@@ -25,7 +27,7 @@ class Hook:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
-        self.is_async = _is_async_callable(fn)
+        self.is_async = is_async_callable(fn)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         result = self.fn(*args, **kwargs)
