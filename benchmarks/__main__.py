@@ -1,87 +1,142 @@
 """``python -m benchmarks``: run every benchmark scenario in turn, or one of them.
 
-    python -m benchmarks [--quick] [...]            every scenario (what ``nox -s bench`` runs)
-    python -m benchmarks closed-path [options]      per-call overhead of a closed circuit
-    python -m benchmarks store-traffic [options]    DynamoDB requests per 100,000 healthy calls
+    python -m benchmarks [--quick] [--only A,B] [--docs]   every scenario (``nox -s bench``)
+    python -m benchmarks SCENARIO [options]                one scenario, with its own options
 
-One entry point, so that ``nox -s bench`` and CI need not know which modules hold the
-benchmarks. Run with no scenario, it accepts the closed-path options it always accepted
-(they go to that scenario) and ``--quick`` goes to every scenario. The exit status is 0 when
-every scenario ran, whatever it measured: a missed target is printed, never raised.
+Each scenario prints its table, writes ``benchmarks/results/<scenario>.json`` and a chart
+``<scenario>.png`` beside it. Run together, the scenarios' headline numbers (each JSON's
+``headline`` list) are gathered into one summary table and ``results/summary.json``;
+``--docs`` also copies the charts to ``docs/assets/benchmarks/``, where the documentation
+and the README show them. The exit status is 0 when every scenario ran to the end,
+whatever it measured: a missed target is printed, never raised.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import closed_path, store_traffic
+from . import _report
 
-SCENARIOS: dict[str, Callable[[list[str] | None], int]] = {
-    "closed-path": closed_path.main,
-    "store-traffic": store_traffic.main,
+# Scenario name -> module, in the issue's order. Imported only when run, so that one
+# scenario's missing optional dependency cannot stop the others.
+SCENARIOS: dict[str, str] = {
+    "closed-path": "closed_path",  # 1. overhead of a closed circuit per call
+    "http-load": "http_load",  # 2. throughput against a real HTTP server
+    "stampede": "stampede",  # 3. calls reaching the downstream at recovery, 50 envs
+    "store-traffic": "store_traffic",  # 4. store requests per 100,000 healthy calls
+    "outage": "outage",  # 5. calls per second reaching a failing downstream
+    "scaling": "scaling",  # 6. overhead against circuits and tasks
 }
+DOCS_ASSETS = Path(__file__).resolve().parent.parent / "docs" / "assets" / "benchmarks"
+
+
+def _scenario_main(name: str) -> Callable[[list[str] | None], int]:
+    module = importlib.import_module(f"{__package__}.{SCENARIOS[name]}")
+    entry: Callable[[list[str] | None], int] = module.main
+    return entry
+
+
+def _names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown)}; expected some of {', '.join(SCENARIOS)}"
+        )
+    return names
 
 
 def _parse_all_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        usage="python -m benchmarks [{all,closed-path,store-traffic}] [options]",
+        usage="python -m benchmarks [SCENARIO [options] | [--quick] [--only A,B] [--docs]]",
         description="Run every benchmark scenario in turn (or one: name it first; "
         "`python -m benchmarks SCENARIO --help` lists its options).",
-        epilog="scenarios: closed-path: per-call overhead of a closed, cached circuit, as "
-        "ratios to hand-written floors, on the in-memory and the DynamoDB store; "
-        "store-traffic: DynamoDB requests per 100,000 healthy calls paced over real time, "
-        "with one task and with 1,000 tasks sharing one breaker.",
+        epilog=f"scenarios: {', '.join(SCENARIOS)}",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="the short mode of every scenario (under 60 s)"
-    )
-    parser.add_argument("--no-peers", action="store_true", help="closed-path: skip the peers")
-    parser.add_argument(
-        "--no-dynamodb",
+        "--quick",
         action="store_true",
-        help="skip what needs DynamoDB (moto): closed-path's DynamoDB variants, store-traffic",
+        help="every scenario's short mode (CI's smoke test; under 2 minutes in all)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="closed-path: round order seed")
-    parser.add_argument("--output", type=Path, default=None, help="closed-path: its JSON file")
+    parser.add_argument(
+        "--only", type=_names, default=list(SCENARIOS), help="comma-separated scenarios to run"
+    )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help=f"copy the charts to {DOCS_ASSETS.relative_to(DOCS_ASSETS.parents[2])}/",
+    )
     return parser.parse_args(argv)
+
+
+def _summary(names: list[str]) -> tuple[str, list[dict[str, object]]]:
+    rows, document = [], []
+    for name in names:
+        for headline in _report.read_headlines(name):
+            met = _report.verdict(headline.met)
+            rows.append((name, headline.what, headline.value, headline.target or "-", met))
+            document.append({"scenario": name, **headline.as_json()})
+    headers = ("scenario", "measured", "value", "target", "")
+    return _report.table(headers, rows, left=2), document
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the scenario named first in ``argv``, or all of them."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SCENARIOS:
-        return SCENARIOS[argv[0]](argv[1:])
+        return _scenario_main(argv[0])(argv[1:])
     if argv and argv[0] == "all":
         argv = argv[1:]
     args = _parse_all_args(argv)
-    quick = ["--quick"] if args.quick else []
-    closed_path_args = list(quick)
-    if args.no_peers:
-        closed_path_args.append("--no-peers")
-    if args.no_dynamodb:
-        closed_path_args.append("--no-dynamodb")
-    if args.seed is not None:
-        closed_path_args += ["--seed", str(args.seed)]
-    if args.output is not None:
-        closed_path_args += ["--output", str(args.output)]
-    runs: list[tuple[str, list[str]]] = [("closed-path", closed_path_args)]
-    if not args.no_dynamodb:
-        runs.append(("store-traffic", list(quick)))
+    options = ["--quick"] if args.quick else []
 
-    statuses = {}
-    for number, (name, scenario_args) in enumerate(runs):
+    started = time.monotonic()
+    statuses: dict[str, int] = {}
+    for number, name in enumerate(args.only):
         if number:
             print()
-        print(f"=== {name} ===", flush=True)
-        statuses[name] = SCENARIOS[name](scenario_args)
+        print(f"=== {name} ({number + 1}/{len(args.only)}) ===", flush=True)
+        # A scenario that fails must not leave an older run's headlines in the summary.
+        (_report.RESULTS_DIR / f"{name}.json").unlink(missing_ok=True)
+        try:
+            statuses[name] = _scenario_main(name)(list(options))
+        except Exception as exc:  # one broken scenario must not hide the others
+            print(f"{name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            statuses[name] = 1
+
+    table, document = _summary(args.only)
+    elapsed = time.monotonic() - started
+    print(f"\n=== summary ({'quick' if args.quick else 'full'} mode, {elapsed:.0f} s) ===")
+    print(table)
+    _report.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "mode": "quick" if args.quick else "full",
+        "elapsed_seconds": round(elapsed, 1),
+        "environment": _report.environment(),
+        "statuses": statuses,
+        "headline": document,
+    }
+    (_report.RESULTS_DIR / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.docs:
+        DOCS_ASSETS.mkdir(parents=True, exist_ok=True)
+        for name in args.only:
+            chart = _report.RESULTS_DIR / f"{name}.png"
+            if chart.exists():
+                shutil.copy2(chart, DOCS_ASSETS / chart.name)
+                print(f"copied {chart.name} to {DOCS_ASSETS}")
     failed = [name for name, status in statuses.items() if status]
     if failed:
         print(f"\nnot run to the end: {', '.join(failed)}", file=sys.stderr)
-    return max(statuses.values())
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

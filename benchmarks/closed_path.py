@@ -44,13 +44,10 @@ import functools
 import gc
 import importlib
 import importlib.metadata
-import json
 import math
 import os
-import platform
 import random
 import statistics
-import sys
 import textwrap
 import time
 from collections import Counter
@@ -67,7 +64,7 @@ import anyio
 from aiocircuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from aiocircuit.persistence import CircuitRecord, InMemoryPersistence, PersistenceStore
 
-from . import _moto
+from . import _moto, _report
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -81,8 +78,9 @@ TARGET_RATIO = 1.25
 # run the very same fast path, so anything above 1.0x beyond noise would be a defect.
 SAME_COST_RATIO = 1.10
 CACHE_MAX_AGE = 3600.0  # an hour: the cache stays fresh for the whole run
-RESULTS_PATH = Path(__file__).resolve().parent / "results" / "closed_path.json"
-POWERTOOLS_NA = "needs a DynamoDB endpoint (issue 4 runs it on moto)"
+SCENARIO = "closed-path"
+RESULTS_PATH = _report.RESULTS_DIR / f"{SCENARIO}.json"
+POWERTOOLS_NA = "its only store is DynamoDB, and the moto server is not available"
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,10 +483,31 @@ async def _peer_pybreaker() -> list[Variant]:
     return [_sync_variant("pybreaker @breaker (sync)", "peer", PEER_FORM["sync"], protected)]
 
 
-async def _peer_powertools() -> list[Variant]:
-    # Powertools' circuit_breaker keeps its state in DynamoDB only; an in-memory stand-in
-    # would be a different product. Issue 4 benchmarks it against moto.
-    raise _NotAvailable(POWERTOOLS_NA)
+async def _peer_powertools(server: _moto.CountingMotoServer | None) -> list[Variant]:
+    # Powertools' circuit_breaker keeps its state in DynamoDB only: it runs on the moto
+    # server, its cache as long as the run, warmed by the smoke call like ours.
+    if server is None:
+        raise _NotAvailable(POWERTOOLS_NA)
+    import boto3
+    from aws_lambda_powertools.utilities import circuit_breaker as powertools
+    from aws_lambda_powertools.utilities.circuit_breaker.persistence import (
+        CircuitBreakerDynamoDBPersistence,
+    )
+
+    from aiocircuit.persistence.dynamodb import DynamoDBPersistence
+
+    table = f"benchmark-closed-path-powertools-{os.getpid()}"
+    await DynamoDBPersistence.create_table(table, endpoint_url=server.url)
+    client = boto3.client("dynamodb", endpoint_url=server.url)
+    store = CircuitBreakerDynamoDBPersistence(table_name=table, boto3_client=client)
+    config = powertools.CircuitBreakerConfig(local_cache_max_age=int(CACHE_MAX_AGE))
+    protected = powertools.circuit_breaker(
+        name="benchmark", persistence_store=store, config=config
+    )(trivial_sync)
+    _expect_trivial(protected(), "aws-lambda-powertools")
+    return [
+        _sync_variant("powertools @circuit_breaker (sync)", "peer", PEER_FORM["sync"], protected)
+    ]
 
 
 PEERS: dict[str, tuple[str, Callable[[], Awaitable[list[Variant]]]]] = {
@@ -496,13 +515,17 @@ PEERS: dict[str, tuple[str, Callable[[], Awaitable[list[Variant]]]]] = {
     "purgatory": ("purgatory", _peer_purgatory),
     "aiobreaker": ("aiobreaker", _peer_aiobreaker),
     "pybreaker": ("pybreaker", _peer_pybreaker),
-    "powertools": ("aws-lambda-powertools", _peer_powertools),
+    # and "powertools" (aws-lambda-powertools), which needs the moto server: _peer_variants
 }
 
 
-async def _peer_variants(unavailable: dict[str, str]) -> list[Variant]:
+async def _peer_variants(
+    unavailable: dict[str, str], server: _moto.CountingMotoServer | None
+) -> list[Variant]:
     variants: list[Variant] = []
-    for name, (_, setup) in PEERS.items():
+    setups = {name: setup for name, (_, setup) in PEERS.items()}
+    setups["powertools"] = functools.partial(_peer_powertools, server)
+    for name, setup in setups.items():
         try:
             peer = await setup()
             for variant in peer:
@@ -556,10 +579,13 @@ async def _measure(
             dynamodb_not_available = f"{type(exc).__name__}: {exc}"
         else:
             variants += dynamodb_variants
+    unavailable: dict[str, str] = {}
+    if peers:
+        variants += await _peer_variants(unavailable, server)
     try:
         # Everything from here to the end of the last round is the timed part.
         server_before = None if dynamodb is None else dynamodb.server.snapshot()
-        measurement = await _measure_variants(mode, seed, variants, store, peers=peers)
+        measurement = await _measure_variants(mode, seed, variants, store, unavailable)
         if dynamodb is not None and server_before is not None:
             measurement.dynamodb_warm_up_requests = dynamodb.warm_up_requests
             measurement.dynamodb_timed_requests = dynamodb.server.snapshot() - server_before
@@ -572,11 +598,12 @@ async def _measure(
 
 
 async def _measure_variants(
-    mode: Mode, seed: int, variants: list[Variant], store: _CountingStore, *, peers: bool
+    mode: Mode,
+    seed: int,
+    variants: list[Variant],
+    store: _CountingStore,
+    unavailable: dict[str, str],
 ) -> Measurement:
-    unavailable: dict[str, str] = {}
-    if peers:
-        variants += await _peer_variants(unavailable)
     for variant in variants:
         await variant.smoke()
     reads_before = store.reads
@@ -588,13 +615,15 @@ async def _measure_variants(
 
     rng = random.Random(seed)
     gc.collect()
-    for round_number in range(mode.rounds):
-        order = list(variants)
-        rng.shuffle(order)
-        for variant in order:
-            variant.samples.append(await variant.time(variant.calls) / variant.calls)
-        if round_number % 50 == 49:
-            gc.collect()  # garbage made while the collector was off, outside any sample
+    with _report.Progress("closed-path rounds", mode.rounds) as progress:
+        for round_number in range(mode.rounds):
+            order = list(variants)
+            rng.shuffle(order)
+            for variant in order:
+                variant.samples.append(await variant.time(variant.calls) / variant.calls)
+            if round_number % 50 == 49:
+                gc.collect()  # garbage made while the collector was off, outside any sample
+                progress.advance(50)
 
     return Measurement(
         mode=mode,
@@ -812,13 +841,6 @@ def _verdicts(measurement: Measurement, rows: list[Row]) -> list[str]:
     return lines
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(value, 3)
 
@@ -860,15 +882,6 @@ def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
         "elapsed_seconds": round(measurement.elapsed_seconds, 1),
         "store_reads_in_warm_up": measurement.store_reads_in_warm_up,
         "store_reads_during_run": measurement.store_reads_during_run,
-        "environment": {
-            "python": sys.version,
-            "implementation": platform.python_implementation(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "aiocircuit": _version("aiocircuit"),
-            "anyio": _version("anyio"),
-            "peers": {name: _version(dist) for name, (dist, _) in PEERS.items()},
-        },
         "forms": [
             {
                 "form": form.key,
@@ -903,6 +916,88 @@ def _report_json(measurement: Measurement, rows: list[Row]) -> dict[str, Any]:
         ],
         "peers_not_available": measurement.unavailable,
     }
+
+
+def _headlines(measurement: Measurement, rows: list[Row]) -> list[_report.Headline]:
+    headlines = []
+    for form in FORMS:
+        row = _aiocircuit_row(rows, form, "memory")
+        if row is not None:
+            headlines.append(
+                _report.Headline(
+                    f"`{form.title}`: overhead / floor's",
+                    _fmt(row.ratio, ".2f", "x"),
+                    f"<= {TARGET_RATIO}x",
+                    row.target_met,
+                )
+            )
+    dynamodb = [r for r in rows if r.variant.store == "dynamodb" and r.memory_ratio is not None]
+    if dynamodb:
+        worst = max(dynamodb, key=lambda r: r.memory_ratio or 0.0)
+        headlines.append(
+            _report.Headline(
+                "on DynamoDB / in memory, worst form",
+                _fmt(worst.memory_ratio, ".2f", "x"),
+                f"<= {SAME_COST_RATIO:.2f}x",
+                worst.memory_target_met,
+            )
+        )
+    for row in rows:
+        if row.variant.role == "peer":
+            headlines.append(
+                _report.Headline(
+                    f"{row.variant.name}: overhead / floor's", _fmt(row.ratio, ".1f", "x")
+                )
+            )
+    for name, reason in measurement.unavailable.items():
+        headlines.append(_report.Headline(name, f"n/a: {reason}"))
+    return headlines
+
+
+def _breaker_of(variant: Variant) -> str:
+    if variant.role == "aiocircuit":
+        return "aiocircuit"
+    name = variant.name.split()[0]
+    return "aws-lambda-powertools" if name == "powertools" else name
+
+
+def _chart(measurement: Measurement, rows: list[Row]) -> str:
+    """Overhead over the floor's, per variant, on a log axis; returns what it did."""
+    reason = _report.charts_unavailable()
+    if reason is not None:
+        return f"chart: n/a: {reason}"
+    plt = _report.pyplot()
+    shown = [
+        r
+        for r in rows
+        if r.variant.role in ("aiocircuit", "peer") and r.ratio is not None and r.ratio > 0
+    ]
+    shown.sort(key=lambda r: (r.variant.role != "aiocircuit", r.ratio or 0.0))
+    labels = [r.variant.name for r in shown]
+    figure, axes = plt.subplots(figsize=(8, 0.32 * len(shown) + 1.6))
+    y = range(len(shown))
+    axes.barh(
+        list(y),
+        [r.ratio for r in shown],
+        color=[_report.colour(_breaker_of(r.variant)) for r in shown],
+    )
+    for position, row in zip(y, shown, strict=True):
+        axes.text(row.ratio or 0.0, position, f" {row.ratio:.2f}x", va="center", fontsize=8)
+    axes.set_yticks(list(y), labels)
+    axes.invert_yaxis()
+    axes.set_xscale("log")
+    axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.axvline(TARGET_RATIO, color="black", linestyle="--", linewidth=0.8)
+    axes.set_xlim(0.5, max(r.ratio or 1.0 for r in shown) * 2)
+    axes.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}x"))
+    axes.set_xlabel(
+        f"overhead per call / a hand-written floor's (log; dashed: target {TARGET_RATIO}x)"
+    )
+    missing = "; ".join(f"{k}: n/a ({v})" for k, v in measurement.unavailable.items())
+    axes.set_title(
+        "Closed path: what a healthy circuit costs per call" + (f"\n{missing}" if missing else "")
+    )
+    return f"chart written to {_report.save_chart(figure, SCENARIO)}"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -995,7 +1090,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in _verdicts(measurement, rows):
         print(line)
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(_report_json(measurement, rows), indent=2) + "\n")
+    _report.write_json(
+        SCENARIO, _report_json(measurement, rows), _headlines(measurement, rows), args.output
+    )
     print(f"\nresults written to {args.output} ({measurement.elapsed_seconds:.0f} s)")
+    chart = _chart(measurement, rows)
+    print(chart)
     return 0
