@@ -78,14 +78,18 @@ def _parse_all_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _summary(names: list[str]) -> tuple[str, list[dict[str, object]]]:
-    rows, document = [], []
+    """The headlines of ``names``, one line each under its scenario (a table would be as
+    wide as the longest value), and the same as JSON."""
+    lines, document = [], []
     for name in names:
-        for headline in _report.read_headlines(name):
+        headlines = _report.read_headlines(name)
+        lines.append(name if headlines else f"{name}: no results")
+        for headline in headlines:
+            target = f" (target {headline.target})" if headline.target else ""
             met = _report.verdict(headline.met)
-            rows.append((name, headline.what, headline.value, headline.target or "-", met))
+            lines.append(f"  {met:<6}  {headline.what}: {headline.value}{target}")
             document.append({"scenario": name, **headline.as_json()})
-    headers = ("scenario", "measured", "value", "target", "")
-    return _report.table(headers, rows, left=2), document
+    return "\n".join(lines), document
 
 
 def main(argv: list[str] | None = None) -> int:
