@@ -79,8 +79,8 @@ BENCH_REQUIREMENTS = [
     "-e",
     ".[dynamodb,httpx,aiohttp]",
     "moto[server]",
-    "aws-lambda-powertools",
-    "boto3",
+    "aws-lambda-powertools",  # its circuit breaker's boto3 comes with aioboto3, whose pins
+    # it must match: asking for boto3 on its own sends pip backtracking for minutes
     "pybreaker",
     "circuitbreaker",
     "purgatory",
