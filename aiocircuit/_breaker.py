@@ -533,14 +533,27 @@ class CircuitBreaker:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                await self._arecord(ADMIT_CLOSED, self._classify(exc))
+                await self._arecord_fast_path(exc)
                 raise
             if self._result_predicate is not None and self._judge(result) is Outcome.FAILURE:
-                await self._arecord(ADMIT_CLOSED, Outcome.FAILURE)
+                await self._arecord_fast_path(None)
             else:
                 machine.failures = 0
             return result
         return cast(T, await self._acall_slow(fn, args, kwargs))
+
+    async def _arecord_fast_path(self, exc: BaseException | None) -> None:
+        """Record the end of a call the closed fast path admitted (``monotonic() <
+        machine.fast_deadline``): it raised ``exc`` or, with ``exc`` None, returned a
+        result the result predicate counts as a failure. A success needs only
+        ``machine.failures = 0``, which each fast path does in place: a call would cost
+        more than the rest of the path.
+
+        ``call``, ``@breaker`` and the HTTP integrations share this. The integrations run
+        the rest of the fast path in their own frame rather than through ``call``, so
+        that each suspension of a request does not resume through more frames.
+        """
+        await self._arecord(ADMIT_CLOSED, Outcome.FAILURE if exc is None else self._classify(exc))
 
     async def _acall_slow(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         if self._disabled:
@@ -797,8 +810,7 @@ class CircuitBreaker:
     ) -> Callable[P, Coroutine[Any, Any, T]]:
         machine = self._machine
         monotonic = self._monotonic
-        record = self._arecord
-        classify = self._classify
+        record = self._arecord_fast_path
         judge = None if self._result_predicate is None else self._judge
         slow = self._acall_slow
 
@@ -808,10 +820,10 @@ class CircuitBreaker:
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
-                    await record(ADMIT_CLOSED, classify(exc))
+                    await record(exc)
                     raise
                 if judge is not None and judge(result) is Outcome.FAILURE:
-                    await record(ADMIT_CLOSED, Outcome.FAILURE)
+                    await record(None)
                 else:
                     machine.failures = 0
                 return result

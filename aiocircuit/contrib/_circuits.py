@@ -8,6 +8,7 @@ and its own "is this response a failure" test.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -27,6 +28,9 @@ R = TypeVar("R")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
+# Cached: this runs on every request with the default key, and a service talks to a
+# few origins. Bounded all the same, since the cache is shared by every client.
+@functools.lru_cache(maxsize=1024)
 def origin_key(scheme: str, host: str, port: int | None) -> str:
     """``scheme://host:port`` with the scheme's default port filled in and an IPv6 host
     bracketed, so that httpx and aiohttp name the same origin the same way (and share

@@ -45,6 +45,7 @@ from .._circuit import CircuitTransition
 from .._clock import Clock
 from .._config import CircuitBreakerConfig
 from .._errors import CircuitBreakerOpenError
+from .._state import Outcome
 from ..persistence._base import PersistenceStore
 from ._circuits import (
     CircuitRegistry,
@@ -102,7 +103,7 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
             tests.
     """
 
-    __slots__ = ("_transport", "_key", "_on_circuit_open", "_circuits")
+    __slots__ = ("_transport", "_key", "_on_circuit_open", "_circuits", "_judge_by_status")
 
     def __init__(
         self,
@@ -122,10 +123,13 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
             on_transition=on_transition,
         )
         self._key: _KeyFunction = _origin if key is None else key
+        config = _config(config)
+        # As in the aiohttp middleware: the default result rule is tested inline.
+        self._judge_by_status = config.result_predicate is _is_server_error
         self._circuits: CircuitRegistry[CircuitBreaker] = CircuitRegistry(
             lambda breaker: breaker,
             persistence_store=persistence_store,
-            config=_config(config),
+            config=config,
             on_transition=on_transition,
             clock=clock,
         )
@@ -140,7 +144,25 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through its circuit and the wrapped transport."""
         breaker = self._circuits.get(self._key(request))
+        machine = breaker._machine
         try:
+            # CircuitBreaker.call's closed fast path, run in this frame, as the aiohttp
+            # middleware does: one frame fewer to resume through at each suspension.
+            if breaker._monotonic() < machine.fast_deadline:
+                try:
+                    response = await self._transport.handle_async_request(request)
+                except BaseException as exc:
+                    await breaker._arecord_fast_path(exc)
+                    raise
+                if self._judge_by_status:
+                    failed = response.status_code >= 500
+                else:
+                    failed = breaker._judge(response) is Outcome.FAILURE
+                if failed:
+                    await breaker._arecord_fast_path(None)
+                else:
+                    machine.failures = 0
+                return response
             return await breaker.call(self._transport.handle_async_request, request)
         except CircuitBreakerOpenError as exc:
             if self._on_circuit_open is None or exc.circuit.name != breaker.name:

@@ -96,6 +96,19 @@ async def test_client_errors_do_not_count(clock: FakeClock, downstream: Downstre
     assert breakers.circuits[downstream.origin].state is CircuitState.CLOSED
 
 
+async def test_success_resets_the_failure_count(clock: FakeClock, downstream: Downstream) -> None:
+    """Failures must be consecutive to trip: a 200 between two 503s starts the count
+    again (on a closed circuit whose cached state is fresh, the middleware's fast path)."""
+    breakers = middleware(clock)
+    async with aiohttp.ClientSession(middlewares=(breakers,)) as session:
+        for status in (200, 503, 200, 503, 200, 503):
+            downstream.behaviour = status
+            assert (await get(session, downstream.url))[0] == status
+        assert breakers.circuits[downstream.origin].state is CircuitState.CLOSED
+        assert (await get(session, downstream.url))[0] == 503
+    assert breakers.circuits[downstream.origin].state is CircuitState.OPEN
+
+
 async def test_connection_refused_trips(clock: FakeClock, dead_url: str) -> None:
     """Connect errors count; the open circuit then raises before trying to connect."""
     async with aiohttp.ClientSession(middlewares=(middleware(clock),)) as session:

@@ -95,6 +95,20 @@ async def test_client_errors_do_not_count(clock: FakeClock, downstream: Downstre
 
 
 @pytest.mark.anyio
+async def test_success_resets_the_failure_count(clock: FakeClock, downstream: Downstream) -> None:
+    """Failures must be consecutive to trip: a 200 between two 503s starts the count
+    again (on a closed circuit whose cached state is fresh, the transport's fast path)."""
+    breakers = transport(clock)
+    async with httpx.AsyncClient(transport=breakers) as client:
+        for status in (200, 503, 200, 503, 200, 503):
+            downstream.behaviour = status
+            assert (await client.get(downstream.url)).status_code == status
+        assert breakers.circuits[downstream.origin].state is CircuitState.CLOSED
+        assert (await client.get(downstream.url)).status_code == 503
+    assert breakers.circuits[downstream.origin].state is CircuitState.OPEN
+
+
+@pytest.mark.anyio
 async def test_connection_refused_trips(clock: FakeClock, dead_url: str) -> None:
     """Connect errors count; the open circuit then raises before trying to connect."""
     async with httpx.AsyncClient(transport=transport(clock)) as client:
