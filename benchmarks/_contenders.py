@@ -123,11 +123,14 @@ class Contender(abc.ABC):
     ) -> object:
         """Make the call through the breaker, letting its errors out."""
 
+    async def warm(self) -> None:  # noqa: B027 - most contenders have nothing to open
+        """Open the store client before timing, without touching the circuit's state."""
+
     async def aclose(self) -> None:  # noqa: B027 - most contenders hold nothing
         """Release clients and connections."""
 
 
-class _Threaded(Contender):
+class Threaded(Contender):
     """A sync breaker, run in a worker thread per call as a sync service would run it."""
 
     kind = "sync"
@@ -136,10 +139,11 @@ class _Threaded(Contender):
     async def _call(
         self, run: Callable[[], Awaitable[object]], run_sync: Callable[[], object]
     ) -> object:
-        return await anyio.to_thread.run_sync(self._call_sync, run_sync, limiter=self.limiter)
+        return await anyio.to_thread.run_sync(self.call_sync, run_sync, limiter=self.limiter)
 
     @abc.abstractmethod
-    def _call_sync(self, run_sync: Callable[[], object]) -> object: ...
+    def call_sync(self, run_sync: Callable[[], object]) -> object:
+        """Make the call through the breaker on this thread (a sync service's worker)."""
 
 
 class Unprotected(Contender):
@@ -169,6 +173,11 @@ class _Aiocircuit(Contender):
     ) -> object:
         return await self._breaker.call(run)
 
+    async def warm(self) -> None:
+        # The first request on a loop opens the client (botocore loads its model, ~90
+        # ms); a read of another key leaves the circuit's cached view alone.
+        await self._store.read(f"{self._breaker.name}-warm-up")
+
     async def aclose(self) -> None:
         await self._store.aclose()
 
@@ -197,14 +206,14 @@ async def _aiocircuit(circuit: str, settings: Settings, shared: SharedStores | N
     return _Aiocircuit(CircuitBreaker(circuit, store, config=config), store, where)
 
 
-class _Powertools(_Threaded):
+class _Powertools(Threaded):
     def __init__(self, protected: Callable[..., object], client: Any) -> None:
         self.name = "aws-lambda-powertools"
         self.store = "DynamoDB (moto)"
         self._protected = protected
         self._client = client
 
-    def _call_sync(self, run_sync: Callable[[], object]) -> object:
+    def call_sync(self, run_sync: Callable[[], object]) -> object:
         return self._protected(run_sync)
 
     async def aclose(self) -> None:
@@ -313,13 +322,13 @@ async def _aiobreaker(circuit: str, settings: Settings, shared: SharedStores | N
     return _Aiobreaker(breaker, where)
 
 
-class _Pybreaker(_Threaded):
+class _Pybreaker(Threaded):
     def __init__(self, breaker: Any, where: str) -> None:
         self.name = "pybreaker"
         self.store = where
         self._breaker = breaker
 
-    def _call_sync(self, run_sync: Callable[[], object]) -> object:
+    def call_sync(self, run_sync: Callable[[], object]) -> object:
         return self._breaker.call(run_sync)
 
 
@@ -448,6 +457,7 @@ __all__ = [
     "Contender",
     "DownstreamError",
     "Outcome",
+    "Threaded",
     "Settings",
     "SharedStores",
     "Unavailable",

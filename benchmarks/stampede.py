@@ -324,12 +324,8 @@ class Host:
                 self.async_clients, self.sync_clients, strict=True
             ):
                 tg.start_soon(warm_http, async_client, sync_client)
-        # aiocircuit's store client: a read of another key leaves the circuit's cached
-        # view alone. (_Aiocircuit keeps its store as ``_store``.)
         for contender in self.contenders.get("aiocircuit", []):
-            store = getattr(contender, "_store", None)
-            if store is not None:
-                await store.read(f"{circuit_name('aiocircuit')}-warm-up")
+            await contender.warm()
 
     async def cmd_drop(self, breaker: str) -> None:
         """Stop running ``breaker`` (it broke); release its clients."""

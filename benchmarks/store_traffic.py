@@ -355,10 +355,9 @@ def _sync_path(contender: _contenders.Contender) -> Callable[[Callable[[], objec
     ``_contenders`` runs sync breakers through a thread hop per call; here one worker
     thread makes every call, as a sync service's worker would, so the breaker's own sync
     entry point is used directly."""
-    if contender.kind != "sync":
+    if not isinstance(contender, _contenders.Threaded):
         raise TypeError(f"{contender.name} is not a sync breaker")
-    path: Callable[[Callable[[], object]], object] = contender._call_sync  # type: ignore[attr-defined]
-    return path
+    return contender.call_sync
 
 
 async def _run_aiocircuit(
