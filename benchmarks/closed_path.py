@@ -40,6 +40,7 @@ status is 0 whatever the ratios: a benchmark on shared hardware must not fail CI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import importlib
@@ -51,7 +52,7 @@ import statistics
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -238,6 +239,33 @@ def _compile_loop(name: str, kind: Kind, statement: str) -> Callable[..., Any]:
     return loop
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The garbage collector off for one sample, as under ``timeit``: a collection in
+    the middle of a sample would be charged to whichever variant it fell on."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+async def calls_per_sample(
+    time_calls: Callable[[int], Awaitable[int]], sample_ns: float, most: int
+) -> int:
+    """How many calls make one sample last about ``sample_ns``: time 10, 100, ... calls
+    (at most ``most``) until a timing lasts a tenth of a sample, then scale it."""
+    n = 10
+    while True:
+        elapsed = await time_calls(n)
+        if elapsed >= sample_ns / 10 or n >= most:
+            break
+        n *= 10
+    return max(1, round(n * sample_ns / max(elapsed, 1)))
+
+
 @dataclass(frozen=True, slots=True)
 class Form:
     """A call form of aiocircuit and the hand-written floor it is held to."""
@@ -284,27 +312,16 @@ class Variant:
 
     async def time(self, n: int) -> int:
         """Nanoseconds that ``n`` calls take, with the garbage collector off."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             if self.kind == "async":
                 elapsed: int = await self.loop(n, self.target, self.fn, time.perf_counter_ns)
             else:
                 elapsed = self.loop(n, self.target, self.fn, time.perf_counter_ns)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         return elapsed
 
     async def calibrate(self, sample_ns: float) -> None:
         """Choose ``calls`` so that one sample lasts about ``sample_ns``."""
-        n = 10
-        while True:
-            elapsed = await self.time(n)
-            if elapsed >= sample_ns / 10 or n >= 10**8:
-                break
-            n *= 10
-        self.calls = max(1, round(n * sample_ns / max(elapsed, 1)))
+        self.calls = await calls_per_sample(self.time, sample_ns, most=10**8)
 
     async def smoke(self) -> None:
         """Run the statement once, so a broken variant fails before the measurement."""

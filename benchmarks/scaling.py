@@ -159,7 +159,7 @@ from aiocircuit import CircuitBreaker, CircuitBreakerConfig, CircuitState
 from aiocircuit.persistence import CircuitRecord, InMemoryPersistence
 
 from . import _moto, _report
-from .closed_path import floor_decorator, trivial, trivial_sync
+from .closed_path import calls_per_sample, floor_decorator, gc_paused, trivial, trivial_sync
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -410,27 +410,16 @@ class _CircuitVariant(_Sample):
         if len(self.ring) < self.offset + calls:
             self.ring = self.targets * ((calls + n) // n + 1)
         start, self.offset = self.offset, (self.offset + calls) % n
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             if self.kind == "async":
                 elapsed: int = await self.loop(self.ring, start, start + calls, CLOCK)
             else:
                 elapsed = self.loop(self.ring, start, start + calls, CLOCK)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         return elapsed
 
     async def calibrate(self, sample_ns: float) -> None:
         """Choose ``calls`` so that one sample lasts about ``sample_ns``."""
-        n = 10
-        while True:
-            elapsed = await self.time(n)
-            if elapsed >= sample_ns / 10 or n >= 10**7:
-                break
-            n *= 10
-        self.calls = max(1, round(n * sample_ns / max(elapsed, 1)))
+        self.calls = await calls_per_sample(self.time, sample_ns, most=10**7)
 
 
 @dataclass(slots=True)
@@ -752,16 +741,11 @@ class _TaskPool:
         self._done = anyio.Event()
         self.error = None
         go, self._go = self._go, anyio.Event()
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             started = CLOCK()
             go.set()
             await self._done.wait()
             elapsed = CLOCK() - started
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         if self.error is not None:
             raise self.error
         return elapsed
