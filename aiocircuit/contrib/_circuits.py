@@ -20,6 +20,7 @@ from .._clock import Clock
 from .._config import CircuitBreakerConfig
 from .._errors import CircuitBreakerConfigError, CircuitBreakerOpenError
 from .._hooks import Hook
+from .._state import Outcome
 from ..persistence._base import PersistenceStore
 
 E = TypeVar("E")
@@ -98,6 +99,24 @@ def http_config(
     if config.result_predicate is None:
         fields["result_predicate"] = is_failure_response
     return cls(**fields)
+
+
+def fast_path_failed(
+    breaker: CircuitBreaker, response: object, status: int, judge_by_status: bool
+) -> bool:
+    """Whether a response the closed fast path let through counts as a failure, which
+    the caller then records (``breaker._arecord_fast_path(None)``); a success resets
+    the failure streak here, as ``CircuitBreaker.call``'s fast path does.
+
+    ``judge_by_status``: the config's result rule is the built-in ``status >= 500``,
+    tested inline; a user's ``result_predicate`` goes through the breaker, which
+    survives one that raises.
+    """
+    failed = status >= 500 if judge_by_status else breaker._judge(response) is Outcome.FAILURE
+    if failed:
+        return True
+    breaker._machine.failures = 0
+    return False
 
 
 def check_options(

@@ -51,12 +51,12 @@ from .._circuit import CircuitTransition
 from .._clock import Clock
 from .._config import CircuitBreakerConfig
 from .._errors import CircuitBreakerOpenError
-from .._state import Outcome
 from ..persistence._base import PersistenceStore
 from ._circuits import (
     CircuitRegistry,
     check_options,
     fallback_or_raise,
+    fast_path_failed,
     http_config,
     origin_key,
 )
@@ -170,8 +170,7 @@ class CircuitBreakerMiddleware:
             transport_errors=(aiohttp.ClientConnectionError, asyncio.TimeoutError),
             is_failure_response=_is_server_error,
         )
-        # The default result rule is tested inline on the closed fast path; a user's
-        # result_predicate goes through the breaker, which survives one that raises.
+        # The closed fast path tests the default result rule inline (fast_path_failed).
         self._judge_by_status = config.result_predicate is _is_server_error
         self._circuits: CircuitRegistry[CircuitBreaker] = CircuitRegistry(
             lambda breaker: breaker,
@@ -192,13 +191,12 @@ class CircuitBreakerMiddleware:
     ) -> aiohttp.ClientResponse:
         """Send ``request`` through its circuit and on down the middleware chain."""
         breaker = self._circuits.get(self._key(request))
-        machine = breaker._machine
         try:
             # CircuitBreaker.call's closed fast path, run in this frame: awaiting the
             # handler here rather than through call and _send spares resuming through
             # those two frames at every suspension of the exchange. Measurable against
             # the ~100 us of client CPU an aiohttp request costs; keep it to this frame.
-            if breaker._monotonic() < machine.fast_deadline:
+            if breaker._monotonic() < breaker._machine.fast_deadline:
                 try:
                     response = await handler(request)
                 except asyncio.CancelledError as exc:
@@ -208,14 +206,8 @@ class CircuitBreakerMiddleware:
                 except BaseException as exc:
                     await breaker._arecord_fast_path(exc)
                     raise
-                if self._judge_by_status:
-                    failed = response.status >= 500
-                else:
-                    failed = breaker._judge(response) is Outcome.FAILURE
-                if failed:
+                if fast_path_failed(breaker, response, response.status, self._judge_by_status):
                     await breaker._arecord_fast_path(None)
-                else:
-                    machine.failures = 0
                 return response
             return await breaker.call(_send, request, handler)
         except _TotalTimeout as exc:

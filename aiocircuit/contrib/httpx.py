@@ -45,12 +45,12 @@ from .._circuit import CircuitTransition
 from .._clock import Clock
 from .._config import CircuitBreakerConfig
 from .._errors import CircuitBreakerOpenError
-from .._state import Outcome
 from ..persistence._base import PersistenceStore
 from ._circuits import (
     CircuitRegistry,
     check_options,
     fallback_or_raise,
+    fast_path_failed,
     http_config,
     origin_key,
 )
@@ -124,7 +124,7 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
         )
         self._key: _KeyFunction = _origin if key is None else key
         config = _config(config)
-        # As in the aiohttp middleware: the default result rule is tested inline.
+        # The closed fast path tests the default result rule inline (fast_path_failed).
         self._judge_by_status = config.result_predicate is _is_server_error
         self._circuits: CircuitRegistry[CircuitBreaker] = CircuitRegistry(
             lambda breaker: breaker,
@@ -144,24 +144,17 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through its circuit and the wrapped transport."""
         breaker = self._circuits.get(self._key(request))
-        machine = breaker._machine
         try:
             # CircuitBreaker.call's closed fast path, run in this frame, as the aiohttp
             # middleware does: one frame fewer to resume through at each suspension.
-            if breaker._monotonic() < machine.fast_deadline:
+            if breaker._monotonic() < breaker._machine.fast_deadline:
                 try:
                     response = await self._transport.handle_async_request(request)
                 except BaseException as exc:
                     await breaker._arecord_fast_path(exc)
                     raise
-                if self._judge_by_status:
-                    failed = response.status_code >= 500
-                else:
-                    failed = breaker._judge(response) is Outcome.FAILURE
-                if failed:
+                if fast_path_failed(breaker, response, response.status_code, self._judge_by_status):
                     await breaker._arecord_fast_path(None)
-                else:
-                    machine.failures = 0
                 return response
             return await breaker.call(self._transport.handle_async_request, request)
         except CircuitBreakerOpenError as exc:
