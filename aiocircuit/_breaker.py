@@ -19,6 +19,7 @@ import inspect
 import logging
 import os
 import threading
+import types
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,14 +31,15 @@ import anyio
 
 from ._circuit import CircuitInfo, CircuitState, CircuitTransition
 from ._clock import SYSTEM_CLOCK, Clock
+from ._completion import complete, complete_blocking
 from ._config import CircuitBreakerConfig
 from ._errors import (
     CircuitBreakerConfigError,
     CircuitBreakerOpenError,
     CircuitBreakerPersistenceError,
-    CircuitBreakerUnsupportedBackendError,
 )
-from ._hooks import Hook
+from ._gateway import StoreFailed, StoreGateway, check_record
+from ._hooks import Hook, is_async_callable
 from ._portal import run_blocking
 from ._state import (
     ADMIT_CLOSED,
@@ -48,7 +50,7 @@ from ._state import (
     Reject,
     StoreWrite,
 )
-from .persistence._base import CircuitRecord, PersistenceStore, WriteResult
+from .persistence._base import PersistenceStore, WriteResult
 from .persistence._memory import InMemoryPersistence
 
 logger = logging.getLogger("aiocircuit")
@@ -79,15 +81,6 @@ def _new_owner_id() -> str:
     # Fresh per lease: neither per thread nor per process, because under asyncio many
     # tasks share a thread. The pid makes it readable in the store.
     return f"{os.getpid()}#{uuid.uuid4().hex}"
-
-
-class _StoreFailed:
-    """Marker for a store operation that failed or timed out (the call fails open)."""
-
-    __slots__ = ()
-
-
-_STORE_FAILED = _StoreFailed()
 
 
 @dataclass(slots=True)
@@ -155,6 +148,7 @@ class CircuitBreaker:
         "_result_predicate",
         "_call_timeout",
         "_store_timeout",
+        "_gateway",
         "_on_circuit_open",
         "_on_transition",
         "_read_flight",
@@ -212,6 +206,9 @@ class CircuitBreaker:
         self._result_predicate = config.result_predicate
         self._call_timeout = config.call_timeout
         self._store_timeout = config.store_timeout
+        self._gateway = StoreGateway(
+            persistence_store, name, timeout=config.store_timeout, monotonic=clock.monotonic
+        )
         self._on_circuit_open = None if on_circuit_open is None else Hook(on_circuit_open)
         self._on_transition = None if on_transition is None else Hook(on_transition)
         self._machine = CircuitStateMachine(
@@ -236,6 +233,7 @@ class CircuitBreaker:
         self._dispatching = False
         self._open_entry_count = 0
         self._machine.forget_process_state()
+        self._gateway.forget()
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self.name!r} {self.state.value}>"
@@ -258,16 +256,20 @@ class CircuitBreaker:
         try:
             with anyio.fail_after(self._store_timeout):
                 record = await self._store.read(self.name)
+            check_record(record)
         except CircuitBreakerPersistenceError:
             raise
         except Exception as exc:
-            raise CircuitBreakerPersistenceError(
-                f"reading circuit {self.name!r} failed", f"{type(exc).__name__}: {exc}"
-            ) from exc
-        self._check_record(record)
+            raise self._explicit_failure(f"reading circuit {self.name!r} failed", exc) from exc
+        self._gateway.answered()
         with self._lock:
             self._machine.on_read(record, self._monotonic(), started=started)
         return self._machine.info()
+
+    def _explicit_failure(self, what: str, exc: Exception) -> CircuitBreakerPersistenceError:
+        # An explicit operation raises rather than failing open: its caller asked about
+        # the store. It skips the gateway's back-off for the same reason.
+        return CircuitBreakerPersistenceError(what, self._gateway.describe(exc))
 
     # -- operator control ------------------------------------------------------------
 
@@ -299,14 +301,13 @@ class CircuitBreaker:
                     opened_at=int(wall) if state is CircuitState.FORCED_OPEN else None,
                     expires_at=None if forced else self._machine.expires_at(wall),
                 )
-            self._check_record(record)
+            check_record(record)
         except CircuitBreakerPersistenceError:
             raise
         except Exception as exc:
-            raise CircuitBreakerPersistenceError(
-                f"forcing circuit {self.name!r} to {state.value} failed",
-                f"{type(exc).__name__}: {exc}",
-            ) from exc
+            what = f"forcing circuit {self.name!r} to {state.value} failed"
+            raise self._explicit_failure(what, exc) from exc
+        self._gateway.answered()
         with self._lock:
             self._machine.on_forced(record, self._monotonic())
         await self._adispatch()
@@ -356,62 +357,6 @@ class CircuitBreaker:
 
     # -- store access (async) --------------------------------------------------------
 
-    def _warn_store_failure(self, operation: str, exc: BaseException) -> None:
-        if isinstance(exc, TimeoutError):
-            cause = f"no answer within store_timeout={self._store_timeout}s"
-        else:
-            cause = f"{type(exc).__name__}: {exc}"
-        logger.warning(
-            "circuit %r: store %s failed (%s); failing open: the call runs as if the "
-            "circuit were closed",
-            self.name,
-            operation,
-            cause,
-            exc_info=not isinstance(exc, TimeoutError),
-        )
-
-    @staticmethod
-    def _check_record(record: object) -> None:
-        if record is not None and not isinstance(record, CircuitRecord):
-            raise CircuitBreakerPersistenceError(
-                f"store returned {type(record).__name__}, expected CircuitRecord or None"
-            )
-
-    @staticmethod
-    def _check_write_result(result: object) -> None:
-        if not isinstance(result, WriteResult):
-            raise CircuitBreakerPersistenceError(
-                f"store returned {type(result).__name__}, expected WriteResult"
-            )
-
-    async def _aread(self) -> CircuitRecord | _StoreFailed | None:
-        try:
-            with anyio.fail_after(self._store_timeout):
-                record = await self._store.read(self.name)
-            self._check_record(record)
-        except CircuitBreakerUnsupportedBackendError:
-            raise  # a configuration mistake: failing open would hide it forever
-        except Exception as exc:
-            self._warn_store_failure("read", exc)
-            return _STORE_FAILED
-        return record
-
-    async def _awrite(self, write: StoreWrite) -> WriteResult | None:
-        # Shielded: a write that follows a finished call (or takes a lease) must land
-        # even if the caller is being cancelled, or the circuit could wedge.
-        with anyio.CancelScope(shield=True):
-            try:
-                with anyio.fail_after(self._store_timeout):
-                    method = getattr(self._store, write.operation)
-                    result = await method(self.name, **write.arguments)
-                self._check_write_result(result)
-            except CircuitBreakerUnsupportedBackendError:
-                raise
-            except Exception as exc:
-                self._warn_store_failure(write.kind.value, exc)
-                return None
-        return cast(WriteResult, result)
-
     async def _arefresh(self) -> bool:
         """Read the store into the cache, sharing a read already in flight on this
         loop. False: the store failed, fail open."""
@@ -428,8 +373,8 @@ class CircuitBreaker:
         self._read_flight = flight
         started = self._machine.writes_seen
         try:
-            record = await self._aread()
-            if isinstance(record, _StoreFailed):
+            record = await self._gateway.read()
+            if isinstance(record, StoreFailed):
                 flight.outcome = False
             else:
                 with self._lock:
@@ -440,6 +385,26 @@ class CircuitBreaker:
             if self._read_flight is flight:
                 self._read_flight = None
             flight.done.set()
+
+    async def _aelect(self, write: StoreWrite) -> Admit | Reject:
+        """Make the write that elects (or renews) a probe and apply its answer, whatever
+        happens to the caller meanwhile: see :func:`complete`."""
+        result: WriteResult | None = None
+        try:
+            result = await self._gateway.write(write)
+        finally:
+            with self._lock:
+                elected = self._machine.on_election(write, result, self._monotonic())
+        return elected
+
+    async def _aapply(self, write: StoreWrite) -> None:
+        """Make a write that follows a call and apply its answer (see :meth:`_aelect`)."""
+        result: WriteResult | None = None
+        try:
+            result = await self._gateway.write(write)
+        finally:
+            with self._lock:
+                self._machine.on_write(write, result, self._monotonic())
 
     async def _aadmit(self) -> Admit | Reject:
         machine = self._machine
@@ -453,22 +418,30 @@ class CircuitBreaker:
                 refreshed = True
                 continue
             if isinstance(decision, StoreWrite):
-                result = await self._awrite(decision)
-                with self._lock:
-                    elected = machine.on_election(decision, result, self._monotonic())
-                await self._adispatch()
+                elected, interrupted = await complete(functools.partial(self._aelect, decision))
+                try:
+                    if interrupted is not None:
+                        raise interrupted
+                    await self._adispatch()
+                except BaseException:
+                    await self._arelease(elected)  # the call will not run: give it back
+                    raise
                 return elected
             return cast(Admit | Reject, decision)
 
+    async def _arelease(self, admitted: Admit | Reject) -> None:
+        """Give back a probe lease won for a call that will not run."""
+        if isinstance(admitted, Admit) and admitted.probe_owner is not None:
+            await self._arecord(admitted, Outcome.IGNORED)
+
     async def _arecord(self, admitted: Admit, outcome: Outcome) -> None:
-        machine = self._machine
         with self._lock:
-            write = machine.on_outcome(admitted, outcome, self._time())
+            write = self._machine.on_outcome(admitted, outcome, self._time())
         if write is None:
             return
-        result = await self._awrite(write)
-        with self._lock:
-            machine.on_write(write, result, self._monotonic())
+        _, interrupted = await complete(functools.partial(self._aapply, write))
+        if interrupted is not None:
+            raise interrupted  # the next caller to make a transition fires the hooks
         await self._adispatch()
 
     def _claim_dispatch(self) -> bool:
@@ -482,12 +455,19 @@ class CircuitBreaker:
 
     def _next_transition(self) -> CircuitTransition | None:
         # Checking for more and stepping down are one step under the lock, so a
-        # transition queued by another caller is never left without a dispatcher.
+        # transition queued by another caller is never left without a dispatcher. The
+        # transition stays queued until its hook has run: a dispatcher cancelled
+        # mid-hook leaves it to the next one, so none is lost (one may be delivered
+        # twice, the first time interrupted).
         with self._lock:
             if self._machine.transitions:
-                return self._machine.transitions.popleft()
+                return self._machine.transitions[0]
             self._dispatching = False
             return None
+
+    def _delivered(self) -> None:
+        with self._lock:
+            self._machine.transitions.popleft()
 
     def _step_down(self) -> None:
         with self._lock:
@@ -509,6 +489,7 @@ class CircuitBreaker:
                         await hook.acall(transition)
                     except Exception:
                         self._warn_hook_failed()
+                self._delivered()
         except BaseException:
             self._step_down()  # cancelled mid-hook: the next caller fires the rest
             raise
@@ -525,14 +506,19 @@ class CircuitBreaker:
 
         Returns its result, or ``on_circuit_open``'s when the call is rejected; raises
         its exception untouched, or :class:`CircuitBreakerOpenError` when rejected and
-        no ``on_circuit_open`` is set.
+        no ``on_circuit_open`` is set. ``fn`` must return an awaitable: anything else,
+        or arguments that do not bind, raise ``TypeError`` and count for nothing, since
+        nothing reached the downstream.
         """
         machine = self._machine
         monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
         if monotonic() < machine.fast_deadline:
+            awaitable = fn(*args, **kwargs)  # arguments that do not bind raise here, uncounted
             try:
-                result = await fn(*args, **kwargs)
+                result = await awaitable
             except BaseException as exc:
+                if not inspect.isawaitable(awaitable):
+                    raise _not_awaitable(fn, awaitable) from None
                 await self._arecord_fast_path(exc)
                 raise
             if self._result_predicate is not None and self._judge(result) is Outcome.FAILURE:
@@ -561,14 +547,21 @@ class CircuitBreaker:
         decision = await self._aadmit()
         if isinstance(decision, Reject):
             return await self._arejected(decision, args, kwargs)
+        try:
+            awaitable = fn(*args, **kwargs)
+            if not inspect.isawaitable(awaitable):
+                raise _not_awaitable(fn, awaitable)
+        except BaseException:
+            await self._arelease(decision)  # nothing reached the downstream
+            raise
         timeout = self._call_timeout
         timed_out = False
         try:
             if timeout is None:
-                result = await fn(*args, **kwargs)
+                result = await awaitable
             else:
                 with anyio.move_on_after(timeout) as scope:
-                    result = await fn(*args, **kwargs)
+                    result = await awaitable
                 timed_out = scope.cancelled_caught
         except BaseException as exc:
             await self._arecord(decision, self._classify(exc))
@@ -587,7 +580,11 @@ class CircuitBreaker:
         decision = await self._aadmit()
         if isinstance(decision, Reject):
             raise CircuitBreakerOpenError(decision.circuit, decision.retry_after)
-        self._push_entry(decision, with_timeout_scope=True)
+        try:
+            self._push_entry(decision, with_timeout_scope=True)
+        except BaseException:
+            await self._arelease(decision)
+            raise
         return self
 
     async def __aexit__(
@@ -608,7 +605,11 @@ class CircuitBreaker:
             return
         timed_out = False
         if entry.scope is not None:
-            timed_out = bool(entry.scope.__exit__(exc_type, exc, tb))
+            # What __exit__ returns says whether it swallowed an exception, which trio's
+            # scopes also report when there was none; cancelled_caught says whether the
+            # scope's own deadline cancelled the block, as anyio documents.
+            entry.scope.__exit__(exc_type, exc, tb)
+            timed_out = entry.scope.cancelled_caught
         if timed_out:
             await self._arecord(entry.admitted, Outcome.FAILURE)
             raise self._timeout_error() from None
@@ -651,27 +652,42 @@ class CircuitBreaker:
         if ops is None:
             return run_blocking(self._arefresh)
         started = self._machine.writes_seen
-        try:
-            record = ops.read(self.name)
-            self._check_record(record)
-        except Exception as exc:
-            self._warn_store_failure("read", exc)
+        record = self._gateway.read_blocking(ops)
+        if isinstance(record, StoreFailed):
             return False
         with self._lock:
             self._machine.on_read(record, self._monotonic(), started=started)
         return True
 
-    def _write_sync(self, write: StoreWrite) -> WriteResult | None:
+    def _elect_sync(self, write: StoreWrite) -> Admit | Reject:
         ops = self._store._blocking_ops()
         if ops is None:
-            return run_blocking(functools.partial(self._awrite, write))
+            elected, interrupted = complete_blocking(functools.partial(self._aelect, write))
+            if interrupted is not None:
+                self._release_sync(elected)
+                raise interrupted
+            return elected
+        result: WriteResult | None = None
         try:
-            result = getattr(ops, write.operation)(self.name, **write.arguments)
-            self._check_write_result(result)
-        except Exception as exc:
-            self._warn_store_failure(write.kind.value, exc)
-            return None
-        return cast(WriteResult, result)
+            result = self._gateway.write_blocking(ops, write)
+        finally:
+            with self._lock:
+                elected = self._machine.on_election(write, result, self._monotonic())
+        return elected
+
+    def _apply_sync(self, write: StoreWrite) -> None:
+        ops = self._store._blocking_ops()
+        if ops is None:
+            _, interrupted = complete_blocking(functools.partial(self._aapply, write))
+            if interrupted is not None:
+                raise interrupted
+            return
+        result: WriteResult | None = None
+        try:
+            result = self._gateway.write_blocking(ops, write)
+        finally:
+            with self._lock:
+                self._machine.on_write(write, result, self._monotonic())
 
     def _admit_sync(self) -> Admit | Reject:
         machine = self._machine
@@ -685,22 +701,25 @@ class CircuitBreaker:
                 refreshed = True
                 continue
             if isinstance(decision, StoreWrite):
-                result = self._write_sync(decision)
-                with self._lock:
-                    elected = machine.on_election(decision, result, self._monotonic())
-                self._dispatch_sync()
+                elected = self._elect_sync(decision)
+                try:
+                    self._dispatch_sync()
+                except BaseException:
+                    self._release_sync(elected)  # the call will not run: give it back
+                    raise
                 return elected
             return cast(Admit | Reject, decision)
 
+    def _release_sync(self, admitted: Admit | Reject) -> None:
+        if isinstance(admitted, Admit) and admitted.probe_owner is not None:
+            self._record_sync(admitted, Outcome.IGNORED)
+
     def _record_sync(self, admitted: Admit, outcome: Outcome) -> None:
-        machine = self._machine
         with self._lock:
-            write = machine.on_outcome(admitted, outcome, self._time())
+            write = self._machine.on_outcome(admitted, outcome, self._time())
         if write is None:
             return
-        result = self._write_sync(write)
-        with self._lock:
-            machine.on_write(write, result, self._monotonic())
+        self._apply_sync(write)
         self._dispatch_sync()
 
     def _dispatch_sync(self) -> None:
@@ -714,6 +733,7 @@ class CircuitBreaker:
                         hook.call_sync(transition)
                     except Exception:
                         self._warn_hook_failed()
+                self._delivered()
         except BaseException:
             self._step_down()
             raise
@@ -736,6 +756,9 @@ class CircuitBreaker:
         except BaseException as exc:
             self._record_sync(decision, self._classify(exc))
             raise
+        if inspect.isawaitable(result):
+            self._release_sync(decision)
+            raise _returned_awaitable(fn, result)
         # A blocking call cannot be cancelled: one that overran counts as a failure,
         # but its result is not thrown away.
         if timeout is not None and self._monotonic() - started > timeout:
@@ -754,7 +777,11 @@ class CircuitBreaker:
         decision = self._admit_sync()
         if isinstance(decision, Reject):
             raise CircuitBreakerOpenError(decision.circuit, decision.retry_after)
-        self._push_entry(decision, with_timeout_scope=False)
+        try:
+            self._push_entry(decision, with_timeout_scope=False)
+        except BaseException:
+            self._release_sync(decision)
+            raise
         return self
 
     def __exit__(
@@ -794,14 +821,21 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]: ...
 
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate ``fn``: an ``async def`` is protected natively, a plain ``def``
-        through the sync shim. The choice is made once, here."""
+        """Decorate ``fn``: an ``async def`` (also a ``functools.partial`` of one, or an
+        object with an ``async def __call__``) is protected natively, a plain ``def``
+        through the sync shim. The choice is made once, here.
+
+        A plain ``def`` that returns a coroutine (a wrapper around an ``async def``)
+        cannot be told apart here; its calls raise ``TypeError`` rather than leave the
+        coroutine unprotected. Make it an ``async def``, or mark it with
+        ``inspect.markcoroutinefunction``.
+        """
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
             raise TypeError(
                 f"@CircuitBreaker cannot protect the generator function {fn!r}: only a "
                 "call that returns (or awaits to) a result can succeed or fail"
             )
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
             return self._wrap_async(cast(Callable[P, Coroutine[Any, Any, Any]], fn))
         return self._wrap_sync(fn)
 
@@ -817,8 +851,9 @@ class CircuitBreaker:
         @functools.wraps(fn)
         async def protected(*args: P.args, **kwargs: P.kwargs) -> T:
             if monotonic() < machine.fast_deadline:
+                coroutine = fn(*args, **kwargs)  # arguments that do not bind raise, uncounted
                 try:
-                    result = await fn(*args, **kwargs)
+                    result = await coroutine
                 except BaseException as exc:
                     await record(exc)
                     raise
@@ -838,6 +873,7 @@ class CircuitBreaker:
         classify = self._classify
         judge = None if self._result_predicate is None else self._judge
         slow = self._call_sync_slow
+        coroutine_type = types.CoroutineType  # an identity test: the cheapest on this path
 
         @functools.wraps(fn)
         def protected(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -847,6 +883,8 @@ class CircuitBreaker:
                 except BaseException as exc:
                     record(ADMIT_CLOSED, classify(exc))
                     raise
+                if type(result) is coroutine_type:  # a plain wrapper of an async def
+                    raise _returned_awaitable(fn, result)
                 if judge is not None and judge(result) is Outcome.FAILURE:
                     record(ADMIT_CLOSED, Outcome.FAILURE)
                 else:
@@ -857,9 +895,30 @@ class CircuitBreaker:
         return protected
 
 
+def _not_awaitable(fn: Callable[..., Any], value: object) -> TypeError:
+    return TypeError(
+        f"CircuitBreaker.call() needs a function that returns an awaitable; {fn!r} returned "
+        f"{type(value).__name__}. Protect a blocking function with the sync shim "
+        "(`@breaker` on it, or `with breaker:`). Nothing was counted."
+    )
+
+
+def _returned_awaitable(fn: Callable[..., Any], value: object) -> TypeError:
+    if inspect.iscoroutine(value):
+        value.close()  # never awaited: close it rather than leave a warning behind
+    return TypeError(
+        f"{fn!r} is a plain function but returned {type(value).__name__}, an awaitable the "
+        "breaker cannot protect from a plain function's wrapper. Make it an `async def`, "
+        "mark it with inspect.markcoroutinefunction, or use `await breaker.call(fn, ...)`. "
+        "Nothing was counted."
+    )
+
+
 def _forget_parent_process_in_child() -> None:
     # The forking thread's open `with breaker:` blocks belong to the parent: exiting one
     # in the child must not report the parent's probe.
+    global _default_store_lock
+    _default_store_lock = threading.Lock()  # a parent's thread may have held it
     _open_entries.set(None)
     for breaker in list(_breakers):
         breaker._forget_parent_process()

@@ -12,6 +12,7 @@ import atexit
 import os
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
@@ -57,6 +58,12 @@ def run_blocking(fn: Callable[[], Awaitable[T]]) -> T:
     """Run the async function ``fn`` on the shared portal and wait for its result."""
     _check_not_in_event_loop()
     return shared_portal().call(fn)
+
+
+def start_on_portal(fn: Callable[[], Awaitable[T]]) -> Future[T]:
+    """Start the async function ``fn`` on the shared portal; its future, to wait on."""
+    _check_not_in_event_loop()
+    return shared_portal().start_task_soon(fn)
 
 
 def _stop_portal() -> None:

@@ -7,6 +7,13 @@ drift apart. Callers serialise access to one machine (the drivers hold a lock).
 A process holds, per circuit: the last record it saw and until when it may trust it
 (``fresh_until``, monotonic), its own consecutive-failure streak while closed, and, while
 it probes, the lease it holds. Everything else is in the store.
+
+Clocks: the store's timestamps are Unix seconds, written by many hosts. This process
+reads them once, when a record arrives, and turns them into local monotonic deadlines
+(when the open period ends, when a lease lapses), clamped to what the configuration
+makes possible. A wall-clock step in this process after that moves nothing, and a stored
+value that is absurd (milliseconds, 1e125, negative) cannot keep a circuit rejecting
+for longer than the configuration allows.
 """
 
 from __future__ import annotations
@@ -25,6 +32,10 @@ from .persistence._base import CLOSED_RECORD, CircuitRecord, WriteResult
 # live circuit is never reaped mid-cycle and an abandoned one cleans itself up
 # (Powertools' PERSISTED_STATE_TTL_BUFFER).
 RECORD_TTL_BUFFER = 3600
+
+# A change of more than this in Unix time minus monotonic time is a step of the wall
+# clock (an operator, a VM resumed, NTP stepping), not the slow slew NTP applies.
+WALL_CLOCK_STEP = 1.0
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -119,10 +130,16 @@ class CircuitStateMachine:
         "fast_deadline",
         "failures",
         "lease_owner",
-        "probe_busy",
+        "probe_slot_until",
+        "probe_slot_owner",
         "probe_successes",
         "transitions",
         "writes_seen",
+        "_longest_wait",
+        "_wall_offset",
+        "_pin_offset",
+        "_deadline_key",
+        "_deadline",
     )
 
     def __init__(
@@ -150,12 +167,30 @@ class CircuitStateMachine:
         self.fast_deadline = -math.inf
         self.failures = 0
         self.lease_owner: str | None = None
-        self.probe_busy = False  # a local probe is being elected, running or written
+        # While monotonic time is below this, a local probe is being elected, running or
+        # written, and other local callers are rejected. A deadline, not a flag: however
+        # its holder ends, the slot cannot outlive the lease it was taken for.
+        self.probe_slot_until = -math.inf
+        self.probe_slot_owner: str | None = None  # the lease the slot was taken for
         self.probe_successes = 0
         self.transitions: deque[CircuitTransition] = deque()
         # Counts the write answers applied: a read that started before one of them
         # carries an older record and must not roll the view back.
         self.writes_seen = 0
+        # An open period or a lease never lasts longer than this from when it is seen:
+        # recovery_timeout, plus a second for the store's whole-second rounding and one
+        # for clock error between hosts.
+        self._longest_wait = recovery_timeout + 2
+        # Unix time minus monotonic time at the last decision: how a record arriving
+        # later, with only a monotonic reading, is placed in Unix time (None until the
+        # first decision).
+        self._wall_offset: float | None = None
+        # When the cached record's open period (OPEN) or lease (HALF_OPEN) ends, in Unix
+        # time as this process saw it when the record arrived (the offset of the two
+        # clocks then), and the stored values it was computed from.
+        self._pin_offset = 0.0
+        self._deadline_key: tuple[object, ...] | None = None
+        self._deadline = math.inf
 
     def forget_process_state(self) -> None:
         """Drop everything local (streak, lease, cache): this is now a new process."""
@@ -164,9 +199,10 @@ class CircuitStateMachine:
         self.fast_deadline = -math.inf
         self.failures = 0
         self.lease_owner = None
-        self.probe_busy = False
+        self._free_probe_slot(None)
         self.probe_successes = 0
         self.transitions.clear()
+        self._deadline_key = None
 
     # -- reading ---------------------------------------------------------------------
 
@@ -200,6 +236,36 @@ class CircuitStateMachine:
         if self.lease_owner is not None and record.probe_owner != self.lease_owner:
             self._drop_lease()
         self._update_fast_deadline()
+        if self._wall_offset is not None:
+            self._pin_deadline(mono, mono + self._wall_offset)
+
+    def _pin_deadline(self, mono: float, wall: float) -> None:
+        """Place the cached record's open period or lease on this process's clocks, once
+        per stored value: reading the same record again keeps the deadline it had."""
+        record = self.record
+        key = (record.state, record.opened_at, record.probe_owner, record.lease_expiry)
+        if key == self._deadline_key:
+            return
+        self._deadline_key = key
+        self._pin_offset = wall - mono
+        # Clamped to what the configuration makes possible (plus the whole second the
+        # store rounds to): a stored time in the future, from a host whose clock is
+        # ahead or a value in the wrong unit, cannot make a wait longer than that.
+        if record.state is _OPEN:
+            opened_at = wall if record.opened_at is None else record.opened_at
+            self._deadline = min(opened_at + self.recovery_timeout, wall + self._longest_wait)
+        elif record.state is _HALF_OPEN and record.lease_expiry is not None:
+            self._deadline = min(record.lease_expiry, wall + self._longest_wait)
+        else:
+            self._deadline = math.inf
+
+    def _local_wall(self, mono: float, wall: float) -> float:
+        """Unix time on the timeline the cached deadline was pinned on. The wall clock
+        as read, unless it has stepped since by more than ``WALL_CLOCK_STEP``: then the
+        monotonic clock carries the pinned time forward, so a step in this process
+        neither shortens nor stretches a wait."""
+        pinned = mono + self._pin_offset
+        return wall if abs(wall - pinned) <= WALL_CLOCK_STEP else pinned
 
     def _update_fast_deadline(self) -> None:
         fast = self.fast_path_enabled and self.record.state in _ADMITTING
@@ -219,34 +285,42 @@ class CircuitStateMachine:
         """Decide what to do with a new call at monotonic time ``mono`` and Unix time
         ``wall``; ``refreshed`` says the record was just read for this call (so it is
         used even when ``cache_max_age`` is 0)."""
+        self._wall_offset = wall - mono
         if mono >= self.fresh_until and not refreshed:
             return REFRESH
         record = self.record
         if record.state in _ADMITTING:
             return ADMIT_CLOSED
         if record.state is _FORCED_OPEN:
-            # Never probes; a call may run once an operator lifts it, which this
-            # process learns at its next read.
-            return self._reject(max(0.0, self.fresh_until - mono))
-        if self.probe_busy:
+            # Never probes: nothing admits a call until an operator lifts it, which no
+            # one can predict. The wait an ordinary open period has is the honest hint
+            # (and a number a Retry-After header can carry).
+            return self._reject(self.recovery_timeout)
+        if mono < self.probe_slot_until:
             return self._reject(0.0)
+        if self._deadline_key is None:
+            self._pin_deadline(mono, wall)  # a record adopted before any decision
+        now = self._local_wall(mono, wall)
+        deadline = self._deadline
         if self.lease_owner is not None:
-            if record.lease_expiry is not None and wall < record.lease_expiry:
-                return self._renew(wall)
+            if now < deadline:
+                return self._renew(mono, wall)
             self._drop_lease()  # our lease ran out: take it again like anyone else
         if record.state is _OPEN:
-            opened_at = record.opened_at if record.opened_at is not None else int(wall)
-            probe_at = opened_at + self.recovery_timeout
-            if wall < probe_at:
-                return self._reject(probe_at - wall)
-            return self._acquire(opened_at, wall)
+            if now < deadline:
+                return self._reject(deadline - now)
+            seen = record.opened_at if record.opened_at is not None else int(wall)
+            return self._acquire(seen, wall, mono, wall)
         if record.state is _HALF_OPEN:
             if record.lease_expiry is None:
                 # A lease with no expiry can only be reaped by the record's TTL.
                 return self._reject(self.recovery_timeout)
-            if wall < record.lease_expiry:
-                return self._reject(record.lease_expiry - wall)
-            return self._acquire(record.opened_at or 0, wall)
+            if now < deadline:
+                return self._reject(deadline - now)
+            # The lease lapsed by this process's clock. The takeover is fenced on the
+            # expiry seen: it applies to that lease (or an older one), never to one taken
+            # since, whatever this host's wall clock says.
+            return self._acquire(record.opened_at or 0, record.lease_expiry, mono, wall)
         return self._reject(self.recovery_timeout)
 
     def _reject(self, retry_after: float) -> Reject:
@@ -257,21 +331,37 @@ class CircuitStateMachine:
         # starts under it is never taken over sooner than that.
         return math.ceil(wall + self.recovery_timeout)
 
-    def _acquire(self, seen_opened_at: int, wall: float) -> StoreWrite:
-        self.probe_busy = True
+    def _take_probe_slot(self, owner: str, mono: float) -> None:
+        # As long as the lease this probe is elected for, plus the second it is rounded
+        # up by: past that, the lease has lapsed in the store as well.
+        self.probe_slot_until = mono + self.recovery_timeout + 1
+        self.probe_slot_owner = owner
+
+    def _free_probe_slot(self, owner: str | None) -> None:
+        """The probe (or election) under ``owner`` is over: free the slot if it is the
+        one holding it (``None``: whoever holds it). One whose slot outlived its lease
+        and was taken by a newer probe must not free the newer one's."""
+        if owner is None or owner == self.probe_slot_owner:
+            self.probe_slot_until = -math.inf
+            self.probe_slot_owner = None
+
+    def _acquire(self, seen_opened_at: int, now: float, mono: float, wall: float) -> StoreWrite:
+        owner = self.new_owner_id()
+        self._take_probe_slot(owner, mono)
         arguments = {
-            "owner": self.new_owner_id(),
+            "owner": owner,
             "seen_opened_at": seen_opened_at,
-            "now": wall,
+            "now": now,
             "lease_expiry": self._lease_expiry(wall),
             "expires_at": self.expires_at(wall),
         }
         return StoreWrite(WriteKind.ACQUIRE, arguments, self.record)
 
-    def _renew(self, wall: float) -> StoreWrite:
+    def _renew(self, mono: float, wall: float) -> StoreWrite:
         # Each probe after the first renews the lease as it starts (the previous one
         # succeeded), so a running probe always has a full lease ahead of it.
-        self.probe_busy = True
+        assert self.lease_owner is not None
+        self._take_probe_slot(self.lease_owner, mono)
         arguments = {
             "owner": self.lease_owner,
             "lease_expiry": self._lease_expiry(wall),
@@ -297,11 +387,16 @@ class CircuitStateMachine:
         if outcome is Outcome.IGNORED:
             arguments = {"owner": owner, "lease_expiry": 0, "expires_at": expires_at}
             return StoreWrite(WriteKind.RELEASE, arguments, self.record)
+        if owner != self.lease_owner:
+            # Its lease lapsed or was taken over while it ran: a success cannot close
+            # the circuit under it, nor count towards a newer lease's successes.
+            self._free_probe_slot(owner)
+            return None
         self.probe_successes += 1
         if self.probe_successes >= self.success_threshold:
             arguments = {"owner": owner, "expires_at": expires_at}
             return StoreWrite(WriteKind.CLOSE, arguments, self.record)
-        self.probe_busy = False  # the next call probes, renewing the lease as it starts
+        self._free_probe_slot(owner)  # the next call probes, renewing the lease
         return None
 
     def _on_closed_outcome(self, outcome: Outcome, wall: float) -> StoreWrite | None:
@@ -334,17 +429,23 @@ class CircuitStateMachine:
         renewing ours; ``None``: the store failed) and say whether the call runs: as the
         probe, as a closed call (failing open, or the circuit closed meanwhile), or not
         at all."""
-        self.probe_busy = False
+        owner: str = write.arguments["owner"]
+        self._free_probe_slot(owner)
         if result is None:
             return ADMIT_CLOSED  # fail open: the call runs as if the circuit were closed
         self.writes_seen += 1
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
         if not result.won:
-            self._drop_lease()
+            if owner == self.lease_owner:
+                self._drop_lease()  # our renewal lost: the lease is someone else's now
             if self.record.state in _ADMITTING:
                 return ADMIT_CLOSED
             return self._reject(0.0)
-        owner: str = write.arguments["owner"]
+        if write.kind is WriteKind.RENEW and self.lease_owner is None:
+            # A renewal answered after this process gave the lease up for lapsed (its
+            # slot outlived it): the store says it holds the lease again.
+            self.lease_owner = owner
+            self.probe_successes = 0
         if write.kind is WriteKind.ACQUIRE:
             self.lease_owner = owner
             self.probe_successes = 0
@@ -353,7 +454,7 @@ class CircuitStateMachine:
             replaced = result.replaced if result.replaced is not None else write.seen.state
             if replaced is _OPEN:
                 self._transition(_OPEN, _HALF_OPEN, self.record.opened_at)
-        self.probe_busy = True  # the probe now runs
+        self._take_probe_slot(owner, mono)  # the probe now runs, under a fresh lease
         return Admit(owner)
 
     def on_write(self, write: StoreWrite, result: WriteResult | None, mono: float) -> None:
@@ -362,7 +463,7 @@ class CircuitStateMachine:
         to ``transitions``."""
         kind = write.kind
         if result is None:
-            self._on_write_failed(kind)
+            self._on_write_failed(write)
             return
         self.writes_seen += 1
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
@@ -371,9 +472,11 @@ class CircuitStateMachine:
                 self._transition(_CLOSED, _OPEN, self.record.opened_at)
             return
         # Every other write ends the probe that made it.
-        self.probe_busy = False
+        owner = write.arguments["owner"]
+        self._free_probe_slot(owner)
         if not result.won:
-            self._drop_lease()  # fenced out: someone else holds the lease or moved on
+            if owner == self.lease_owner:
+                self._drop_lease()  # fenced out: someone else holds the lease or moved on
         elif kind is WriteKind.CLOSE:
             self._drop_lease()
             self.failures = 0
@@ -384,10 +487,14 @@ class CircuitStateMachine:
         elif kind is WriteKind.RELEASE:
             self._drop_lease()
 
-    def _on_write_failed(self, kind: WriteKind) -> None:
+    def _on_write_failed(self, write: StoreWrite) -> None:
+        kind = write.kind
         if kind is WriteKind.TRIP:
             return  # the streak was reset: the next full streak tries again
-        self.probe_busy = False
+        owner = write.arguments["owner"]
+        self._free_probe_slot(owner)
+        if owner != self.lease_owner:
+            return  # a probe whose lease this process no longer holds
         if kind is WriteKind.CLOSE:
             self.probe_successes = self.success_threshold - 1  # the next success retries
         elif kind is WriteKind.REOPEN:
@@ -400,7 +507,7 @@ class CircuitStateMachine:
         change of state is a transition this process made."""
         previous = self.record.state
         self._drop_lease()
-        self.probe_busy = False
+        self._free_probe_slot(None)
         self.writes_seen += 1
         self._adopt(record, mono)
         if record.state is not previous:

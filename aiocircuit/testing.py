@@ -19,7 +19,8 @@ class FakeClock:
     """A clock that moves only when told to. Thread-safe.
 
     ``monotonic()`` starts at ``monotonic_start``; ``time()`` starts at ``wall_start``
-    (Unix seconds); ``advance(seconds)`` moves both forward together.
+    (Unix seconds); ``advance(seconds)`` moves both forward together;
+    ``step_wall(seconds)`` steps the Unix clock alone.
     """
 
     __slots__ = ("_lock", "_monotonic", "_wall")
@@ -43,4 +44,10 @@ class FakeClock:
             raise ValueError(f"seconds: a clock cannot go backwards, got {seconds!r}")
         with self._lock:
             self._monotonic += seconds
+            self._wall += seconds
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the Unix clock alone by ``seconds``, either way, as an operator, NTP
+        or a resumed VM does; the monotonic clock does not move."""
+        with self._lock:
             self._wall += seconds

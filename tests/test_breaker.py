@@ -3,10 +3,13 @@ rules about what counts as a failure."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from aiocircuit import (
@@ -388,6 +391,109 @@ async def test_async_with_under_call_timeout(clock: FakeClock) -> None:
         async with breaker:
             await anyio.sleep_forever()
     assert breaker.state is CircuitState.OPEN
+
+
+async def test_async_with_under_call_timeout_lets_healthy_blocks_succeed(
+    clock: FakeClock,
+) -> None:
+    """`async with` blocks that finish within call_timeout succeed and count as
+    successes on every backend: trio's cancel scopes say they swallowed an exception
+    even when none passed, which must not read as a timeout."""
+    events: list[CircuitTransition] = []
+    breaker = make(
+        clock,
+        config=CircuitBreakerConfig(failure_threshold=1, call_timeout=5),
+        on_transition=events.append,
+    )
+    for _ in range(3):
+        async with breaker:
+            await anyio.lowlevel.checkpoint()
+    assert breaker.state is CircuitState.CLOSED
+    assert events == []
+
+
+async def test_decorator_protects_what_returns_a_coroutine(clock: FakeClock) -> None:
+    """A functools.partial of an async def and an object with an async __call__ are
+    protected natively: their failures count and trip the circuit."""
+    downstream = Downstream()
+    downstream.error = ConnectionError("down")
+
+    class Client:
+        async def __call__(self) -> Any:
+            return await downstream()
+
+    for target in (functools.partial(downstream, "x"), Client()):
+        breaker = make(clock, config=CircuitBreakerConfig(failure_threshold=2))
+        protected = breaker(target)
+        assert inspect.iscoroutinefunction(protected)
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await protected()
+        assert breaker.state is CircuitState.OPEN, target
+
+
+async def test_plain_wrapper_returning_a_coroutine_raises_type_error(clock: FakeClock) -> None:
+    """A plain def that returns a coroutine cannot be told apart at decoration: its
+    call raises TypeError naming the fix, counts for nothing, and leaves no coroutine
+    un-awaited (pytest turns that warning into an error)."""
+    breaker = make(clock, config=CircuitBreakerConfig(failure_threshold=1))
+    downstream = Downstream()
+
+    @breaker
+    def wrapper() -> Any:
+        return downstream()
+
+    for _ in range(2):
+        with pytest.raises(TypeError, match="async def"):
+            wrapper()
+    assert downstream.calls == 0
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_call_refuses_a_plain_function_without_counting(clock: FakeClock) -> None:
+    """`await breaker.call(plain_function)` raises TypeError and never counts, on the
+    closed fast path and as a probe (whose lease it gives back at once)."""
+    breaker = make(clock)
+
+    def blocking() -> str:
+        return "ran"
+
+    for _ in range(FAST.failure_threshold):
+        with pytest.raises(TypeError, match="returns an awaitable"):
+            await breaker.call(blocking)  # type: ignore[arg-type]
+    assert breaker.state is CircuitState.CLOSED
+    downstream = Downstream()
+    await trip(breaker, downstream)
+    clock.advance(FAST.recovery_timeout)
+    with pytest.raises(TypeError, match="returns an awaitable"):
+        await breaker.call(blocking)  # type: ignore[arg-type]
+    before = downstream.calls
+    assert await breaker.call(downstream) == "ok"  # the lease was given back: it probes
+    assert downstream.calls == before + 1
+
+
+async def test_arguments_that_do_not_bind_never_count(clock: FakeClock) -> None:
+    """A TypeError from arguments that do not bind is a programming error, not the
+    downstream failing: it propagates and counts for nothing, through call() and the
+    decorator, closed or probing."""
+    config = CircuitBreakerConfig(failure_threshold=1, success_threshold=1, recovery_timeout=10)
+    breaker = make(clock, config=config)
+
+    async def fetch(order: str) -> str:
+        return order
+
+    protected = breaker(fetch)
+    with pytest.raises(TypeError):
+        await breaker.call(fetch, 1, 2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        await protected(unknown=1)  # type: ignore[call-arg]
+    assert breaker.state is CircuitState.CLOSED
+    await trip(breaker, Downstream(), times=1)
+    clock.advance(config.recovery_timeout)
+    with pytest.raises(TypeError):
+        await protected(1, 2)  # type: ignore[call-arg]
+    assert await protected("o-1") == "o-1"  # the probe runs at once: nothing held
+    assert breaker.state is CircuitState.CLOSED
 
 
 async def test_decorator_keeps_identity(clock: FakeClock) -> None:

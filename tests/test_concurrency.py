@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import threading
 from typing import Any
 
@@ -233,6 +234,50 @@ def test_forked_child_does_not_inherit_the_lease(clock: FakeClock) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert child_said == b"rejected"
     assert breaker.state is CircuitState.CLOSED  # the parent's probe closed it
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_child_writes_although_a_parent_thread_held_the_store_lock() -> None:
+    """A process forked while another thread of its parent is inside an in-memory store
+    write (holding its lock) can write to that store: the child's first trip does not
+    hang on a lock no thread of its own will release."""
+    store = InMemoryPersistence()
+    breaker = CircuitBreaker("fork", store, config=CONFIG)
+    holding, release = threading.Event(), threading.Event()
+
+    def writer_thread() -> None:
+        with store._table._lock:  # a write in progress at the moment of the fork
+            holding.set()
+            release.wait()
+
+    thread = threading.Thread(target=writer_thread)
+    thread.start()
+    holding.wait()
+    read_end, write_end = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: trip the circuit, report, leave without cleanups
+            signal.alarm(5)  # a hang would otherwise hold the test run forever
+            verdict = b"no trip"
+            try:
+                with contextlib.suppress(ConnectionError), breaker:
+                    raise ConnectionError("down")
+                if breaker.state is CircuitState.OPEN:
+                    verdict = b"tripped"
+            except BaseException as exc:
+                verdict = repr(exc).encode()
+            os.write(write_end, verdict)
+            os._exit(0)
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+        child_said = os.read(read_end, 200)
+        os.close(read_end)
+    finally:
+        release.set()
+        thread.join()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child hung (killed by SIGALRM)"
+    assert child_said == b"tripped"
+    assert breaker.state is CircuitState.CLOSED  # the child's trip stayed in the child
 
 
 @pytest.mark.anyio

@@ -133,3 +133,19 @@ async def test_force_raises_when_the_store_fails(clock: FakeClock) -> None:
     with pytest.raises(CircuitBreakerPersistenceError) as caught:
         await breaker.force_open()
     assert isinstance(caught.value.__cause__, ConnectionError)
+
+
+async def test_forced_open_retry_after_is_an_open_period_not_the_cache_age(
+    clock: FakeClock,
+) -> None:
+    """A forced-open circuit never probes, so its rejections do not say "retry in a
+    moment" (the cache's age): they say recovery_timeout, the wait of an ordinary open
+    period, however old the cached record is."""
+    a, b = fleet(clock)
+    await a.force_open()
+    for elapsed in (0.0, 4.5, 5.0, 30.0):
+        clock.advance(elapsed)
+        for breaker in (a, b):
+            with pytest.raises(CircuitBreakerOpenError) as caught:
+                await breaker.call(ok)
+            assert caught.value.retry_after == CONFIG.recovery_timeout

@@ -158,6 +158,7 @@ class Call:
 
     process: int
     admitted: Admit
+    slot_at: float = 0.0  # monotonic time its probe slot was taken (probes only)
 
 
 @dataclass
@@ -166,6 +167,7 @@ class InFlight:
 
     process: int
     write: StoreWrite
+    slot_at: float = 0.0  # monotonic time the probe slot it holds was taken
 
 
 class CircuitFleet(RuleBasedStateMachine):
@@ -292,10 +294,19 @@ class CircuitFleet(RuleBasedStateMachine):
         return self.processes[index % len(self.processes)]
 
     def busy(self, index: int) -> bool:
-        """Whether the process has a probe being elected, running or written."""
+        """Whether the process has a probe being elected, running or written, whose slot
+        has not outlived the lease it was taken for."""
+
+        def holds(slot_at: float) -> bool:
+            return self.mono < slot_at + RECOVERY_TIMEOUT + 1
+
         return any(
-            c.process == index and c.admitted.probe_owner is not None for c in self.running
-        ) or any(f.process == index and f.write.kind is not WriteKind.TRIP for f in self.in_flight)
+            c.process == index and c.admitted.probe_owner is not None and holds(c.slot_at)
+            for c in self.running
+        ) or any(
+            f.process == index and f.write.kind is not WriteKind.TRIP and holds(f.slot_at)
+            for f in self.in_flight
+        )
 
     def hand(self, proc: Process, record: CircuitRecord | None) -> None:
         """Model the machine being handed a record the store returned."""
@@ -399,7 +410,7 @@ class CircuitFleet(RuleBasedStateMachine):
             assert stored.probe_owner == owner
             assert stored.lease_expiry is not None
             assert answered_late or stored.lease_expiry >= self.wall + RECOVERY_TIMEOUT
-        call = Call(index % len(self.processes), decision)
+        call = Call(index % len(self.processes), decision, self.mono)
         self.running.append(call)
         self.check_probes()
         return call
@@ -473,11 +484,14 @@ class CircuitFleet(RuleBasedStateMachine):
                 assert arguments["owner"] not in self.issued_owners
                 self.issued_owners.add(arguments["owner"])
                 assert arguments["seen_opened_at"] == proc.view.opened_at
-                assert arguments["now"] == self.wall
+                # An election is made at the current time; a takeover is fenced on the
+                # expiry of the lease seen to lapse.
+                seen_lease = proc.view.lease_expiry
+                assert arguments["now"] == (self.wall if proc.view.state is OPEN else seen_lease)
             assert arguments["lease_expiry"] == lease_expiry(self.wall)
             self.check_write_arguments(decision)
             if defer:
-                self.in_flight.append(InFlight(index, decision))
+                self.in_flight.append(InFlight(index, decision, self.mono))
                 return None
             return self.start_probe(index, decision, answered_late=False)
         return self.admitted(index, decision) if isinstance(decision, Admit) else None
@@ -493,6 +507,11 @@ class CircuitFleet(RuleBasedStateMachine):
             owner = write.arguments["owner"]
             assert decision == Admit(owner)
             if write.kind is WriteKind.ACQUIRE:
+                proc.lease, proc.successes = owner, 0
+            elif proc.lease is None:
+                # Answered after the process gave the lease up for lapsed: it holds it
+                # again, with no successes under it.
+                assert answered_late
                 proc.lease, proc.successes = owner, 0
             else:
                 assert proc.lease == owner
@@ -541,7 +560,7 @@ class CircuitFleet(RuleBasedStateMachine):
             return
         self.check_write_arguments(write)
         if defer:
-            self.in_flight.append(InFlight(index, write))
+            self.in_flight.append(InFlight(index, write, call.slot_at))
         else:
             self.finish_write(index, write)
 

@@ -8,7 +8,9 @@ by one lock.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from dataclasses import replace
 
 from .._circuit import CircuitState
@@ -22,11 +24,18 @@ class _RecordTable:
     at once); the async methods of ``InMemoryPersistence`` delegate to it.
     """
 
-    __slots__ = ("_lock", "_records")
+    __slots__ = ("_lock", "_records", "__weakref__")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: dict[str, CircuitRecord] = {}
+        _tables.add(self)
+
+    def _forget_parent_lock(self) -> None:
+        # In a forked child: a thread of the parent may have held the lock at the fork,
+        # and it does not exist here to release it. The records are a plain copy, each
+        # write being one dict assignment under the lock.
+        self._lock = threading.Lock()
 
     def read(self, name: str) -> CircuitRecord | None:
         return self._records.get(name)
@@ -127,6 +136,18 @@ class _RecordTable:
         with self._lock:
             self._records[name] = record
         return record
+
+
+# Every table of this process, so that a forked child can renew their locks.
+_tables: weakref.WeakSet[_RecordTable] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for table in list(_tables):
+        table._forget_parent_lock()
+
+
+os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 class InMemoryPersistence(PersistenceStore):

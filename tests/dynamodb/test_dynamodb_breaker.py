@@ -34,6 +34,7 @@ from aiocircuit import (
     CircuitInfo,
     CircuitState,
 )
+from aiocircuit._gateway import BACKOFF_MAX
 from aiocircuit._portal import run_blocking
 from aiocircuit.persistence.dynamodb import DynamoDBPersistence
 from aiocircuit.testing import FakeClock
@@ -86,6 +87,11 @@ def store_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
         for r in caplog.records
         if r.name == "aiocircuit" and r.levelno == logging.WARNING
     ]
+
+
+def outage_warnings(messages: list[str]) -> list[str]:
+    """The warnings that start an outage, without the reminders that it goes on."""
+    return [m for m in messages if "still failing" not in m]
 
 
 def s(value: str) -> dict[str, str]:
@@ -179,8 +185,10 @@ async def test_store_down_fails_open_then_store_is_used_again(
     moto: CountingEndpoint, table: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Server stopped mid-run: every call runs and returns its own result (or raises its
-    own exception), no store operation holds a call up beyond store_timeout, a warning
-    is logged; once the server is back the breaker reads and trips through it again."""
+    own exception), no store operation holds a call up beyond store_timeout, one warning
+    is logged for the outage and the store is left alone between attempts; once the
+    server is back (and the back-off has passed) the breaker reads and trips through it
+    again."""
     store_timeout = 0.5
     bound = store_timeout + 1.0  # botocore retries refused connections: the timeout cuts in
     config = CONFIG.model_copy(update={"local_cache_max_age": 1, "store_timeout": store_timeout})
@@ -209,15 +217,16 @@ async def test_store_down_fails_open_then_store_is_used_again(
             moto.start()
         assert downstream.calls == 5
         messages = store_warnings(caplog)
-        assert messages
-        assert all("failing open" in m for m in messages)
-        assert any("store read failed" in m for m in messages)
-        assert any("store trip failed" in m for m in messages)
+        assert len(messages) == 1, messages  # one warning per outage, not one per call
+        assert "store read failed" in messages[0]
+        assert "failing open" in messages[0]
         assert breaker.state is CircuitState.CLOSED  # nothing from the outage was cached
 
         moto.reset_counts()
-        clock.advance(1)
-        assert await breaker.call(echo, "back") == "back"
+        clock.advance(BACKOFF_MAX)
+        with caplog.at_level(logging.INFO, logger="aiocircuit"):
+            assert await breaker.call(echo, "back") == "back"
+        assert any("answering again" in r.getMessage() for r in caplog.records)
         assert moto.counts == {"GetItem": 1}
         for _ in range(config.failure_threshold):
             with pytest.raises(ConnectionError):
@@ -231,26 +240,28 @@ async def test_slow_store_never_delays_a_call_beyond_store_timeout(
     slow_moto: SlowProxy, table: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every connection to the store held 5 s by a proxy, store_timeout=0.2: each call
-    (reads on every call, and a trip write) returns within 1.5 s with its own result or
-    exception, and the warnings say the store did not answer in time."""
+    (each after the back-off, so each reads, and the last tries the trip write) returns
+    within 1.5 s with its own result or exception, and the one warning of the outage
+    says the store did not answer in time."""
     config = CONFIG.model_copy(update={"local_cache_max_age": 0, "store_timeout": 0.2})
     async with DynamoDBPersistence(table, endpoint_url=slow_moto.url) as store:
         breaker = CircuitBreaker("payments", store, config=config, clock=clock)
         with caplog.at_level(logging.WARNING, logger="aiocircuit"):
             for i in range(4):
+                clock.advance(BACKOFF_MAX)
                 started = time.monotonic()
                 assert await breaker.call(echo, i) == i
                 assert time.monotonic() - started < 1.5
             for i in range(config.failure_threshold):
+                clock.advance(BACKOFF_MAX)
                 started = time.monotonic()
                 with pytest.raises(ConnectionError, match=f"down {i}"):
                     await breaker.call(down, f"down {i}")
                 assert time.monotonic() - started < 1.5
     assert slow_moto.connections >= 1
     messages = store_warnings(caplog)
-    assert len(messages) >= 6 + 1  # every read, and the trip
+    assert len(outage_warnings(messages)) == 1, messages  # one per outage, then reminders
     assert all("no answer within store_timeout=0.2s" in m for m in messages)
-    assert any("store trip failed" in m for m in messages)
 
 
 CORRUPTIONS = {
@@ -277,23 +288,25 @@ async def test_corrupted_item_fails_open_with_a_warning(
     fields: dict[str, Any],
     problem: str,
 ) -> None:
-    """An item no breaker wrote: calls run with their own results, each one tries the
-    store again (nothing cached), the warning shows the offending value, and info()
-    raises CircuitBreakerPersistenceError."""
+    """An item no breaker wrote: calls run with their own results, each one after the
+    back-off tries the store again (nothing cached), the one warning shows the offending
+    value, and info() raises CircuitBreakerPersistenceError."""
     await raw_client.put_item(TableName=table, Item={"id": s("payments"), **fields})
     moto.reset_counts()
     async with DynamoDBPersistence(table, endpoint_url=moto.url) as store:
         breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
         with caplog.at_level(logging.WARNING, logger="aiocircuit"):
             assert await breaker.call(echo, 1) == 1
+            clock.advance(BACKOFF_MAX)
             assert await breaker.call(echo, 2) == 2
+            clock.advance(BACKOFF_MAX)
             with pytest.raises(ConnectionError, match="its own error"):
                 await breaker.call(down, "its own error")
         assert moto.counts == {"GetItem": 3}
         messages = store_warnings(caplog)
-        assert len(messages) == 3
+        assert len(outage_warnings(messages)) == 1
+        assert "failing open" in messages[0]
         for message in messages:
-            assert "failing open" in message
             assert f"item of circuit 'payments' in table {table!r} is not a circuit record" in (
                 message
             )
