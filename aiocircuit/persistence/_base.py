@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from .._circuit import CircuitInfo, CircuitState
+from .._portal import run_blocking
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -196,10 +197,22 @@ class PersistenceStore(ABC):
         default) to run the async operations through the shim's event-loop portal."""
         return None
 
+    async def open(self) -> None:  # noqa: B027  # optional hook: most stores hold nothing
+        """Open the store's connections for the running event loop now, instead of on the
+        first operation (in a Lambda function's init phase, say). ``async with store:``
+        calls it. The default has nothing to open."""
+
+    def open_sync(self) -> None:
+        """The blocking twin of :meth:`open`, for code without an event loop: opens the
+        store's connections on the loop where the sync shim runs async stores'
+        operations, so that plain ``def`` handlers find them warm."""
+        run_blocking(self.open)
+
     async def aclose(self) -> None:  # noqa: B027  # optional hook: most stores hold nothing
         """Release the store's connections. The default holds nothing to release."""
 
     async def __aenter__(self) -> Self:
+        await self.open()
         return self
 
     async def __aexit__(

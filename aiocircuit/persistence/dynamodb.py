@@ -9,7 +9,10 @@ won (``ReturnValues=ALL_NEW``), the one that beat it when it lost
 aioboto3 runs only on asyncio. Clients are long-lived (creating one costs tens of
 milliseconds, a warm request a few), one per event loop: a store used from a fresh loop
 (``asyncio.run`` per Lambda invocation) opens a fresh client instead of touching one
-bound to a closed loop, and each client is closed with the loop that opened it.
+bound to a closed loop.
+
+How a client is opened in the background and let go with its loop is in
+``_dynamodb_clients``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,10 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
-
-import anyio
 
 from .._circuit import CircuitState
 from .._errors import (
@@ -32,6 +32,7 @@ from .._errors import (
     CircuitBreakerUnsupportedBackendError,
 )
 from ._base import CircuitRecord, PersistenceStore, WriteResult
+from ._dynamodb_clients import LoopClient
 
 try:
     import aioboto3
@@ -170,17 +171,9 @@ class DynamoDBPersistence(PersistenceStore):
         self._given_client = client
         self._session = session
         self._client_options = {"endpoint_url": endpoint_url, "region_name": region_name}
-        # One client per loop; the generator holding it open is closed when its loop
-        # shuts down (asyncio.run's shutdown_asyncgens) or by aclose().
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._holders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncIterator[Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._client_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        # One client per loop. A plain dict: each entry references its loop (see the
+        # module docstring); entries of closed loops go when a new loop comes.
+        self._clients: dict[asyncio.AbstractEventLoop, LoopClient] = {}
         self._names = {
             "#state": state_attr,
             "#failure_count": failure_count_attr,
@@ -195,55 +188,58 @@ class DynamoDBPersistence(PersistenceStore):
 
     # -- clients ---------------------------------------------------------------------
 
-    async def _hold_client(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[Any]:
-        # One session for every loop's client: it caches botocore's service model, which
-        # costs tens of milliseconds of blocking work to load for each new session.
-        if self._session is None:
-            self._session = aioboto3.Session()
-        try:
-            async with self._session.client("dynamodb", **self._client_options) as client:
-                yield client
-        finally:
-            # Runs when the loop shuts down (or on aclose). This generator and the lock
-            # both reference their loop, so leaving them here would keep every finished
-            # loop, and its closed client, alive: a leak per `asyncio.run` invocation.
-            self._clients.pop(loop, None)
-            self._holders.pop(loop, None)
-            self._client_locks.pop(loop, None)
-
     async def _client(self, operation: str) -> Any:
         loop = _running_loop(operation)
         if self._given_client is not None:
             return self._given_client
-        client = self._clients.get(loop)
-        if client is not None:
-            return client
-        lock = self._client_locks.setdefault(loop, asyncio.Lock())
-        async with lock:
-            client = self._clients.get(loop)
-            if client is None:
-                holder = self._hold_client(loop)
-                # Shielded: a timeout that interrupted aiobotocore half-way through
-                # opening a client would leave its HTTP session unclosed. Opening is
-                # mostly local work (loading the service model), so the first call of a
-                # loop may outlast store_timeout by that much.
-                with anyio.CancelScope(shield=True):
-                    client = await holder.__anext__()
-                self._holders[loop] = holder
-                self._clients[loop] = client
-        return client
+        entry = self._clients.get(loop)
+        if entry is None:
+            # A loop met for the first time: those that closed since will run nothing more.
+            self._forget_closed_loops()
+            # One session for every loop's client: it caches credentials and botocore's
+            # service model, which costs tens of milliseconds of blocking work to load.
+            if self._session is None:
+                self._session = aioboto3.Session()
+            entry = LoopClient(
+                self._clients, loop, self.table_name, self._session, self._client_options
+            )
+            self._clients[loop] = entry
+        elif entry.client is not None:
+            return entry.client
+        return await entry.wait()
+
+    def _forget_closed_loops(self) -> None:
+        for loop, entry in list(self._clients.items()):
+            # pop() decides which thread abandons it, if two sweep at once.
+            if loop.is_closed() and self._clients.pop(loop, None) is entry:
+                entry.abandon(self._session)
+
+    async def open(self) -> None:
+        """Open this store's client for the running event loop now, instead of on its
+        first operation: in a Lambda function's init phase, a web app's startup.
+
+        Waits as long as opening takes, with no timeout of its own: resolving
+        credentials can wait on a metadata endpoint for as long as botocore's retries
+        take (about 9 s if it hangs). Bound it with ``anyio.fail_after`` if you need to;
+        a timeout abandons only the wait, and the client goes on opening in the
+        background for the next operation. Raises
+        :class:`~aiocircuit.CircuitBreakerPersistenceError` if opening fails, and
+        :class:`~aiocircuit.CircuitBreakerUnsupportedBackendError` off asyncio.
+        """
+        await self._client("open")
 
     async def aclose(self) -> None:
-        """Close the client this store opened on the running event loop (clients on
-        other loops close with their loops). A client passed in is left to its owner."""
+        """Close the client this store opened on the running event loop, and let go of
+        those of event loops that have closed since (clients on other running loops close
+        with their loops). A client passed in is left to its owner."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        holder = self._holders.pop(loop, None)
-        self._clients.pop(loop, None)
-        if holder is not None:
-            await holder.aclose()  # type: ignore[attr-defined]
+        self._forget_closed_loops()
+        entry = self._clients.get(loop)
+        if entry is not None:
+            await entry.close()
 
     # -- items -----------------------------------------------------------------------
 

@@ -1,13 +1,18 @@
 """Fixtures for the breaker on DynamoDB: asyncio only (aioboto3), tables on the counting
 moto server, a raw client to look at items as stored, a slow TCP proxy in front of the
-server, and a session that counts the clients a store opens and closes."""
+server, a session that counts the clients a store opens and closes, a container
+credentials endpoint that can hang, and a stand-in DynamoDB that keeps connections
+alive."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -172,7 +177,11 @@ class _TrackedClient:
         self._session = session
 
     async def __aenter__(self) -> Any:
-        client = await self._inner.__aenter__()
+        try:
+            client = await self._inner.__aenter__()
+        except Exception as exc:  # not cancellation: that is no failure
+            self._session.failed.append(exc)
+            raise
         self._session.opened += 1
         return client
 
@@ -185,17 +194,156 @@ class _TrackedClient:
 
 class TrackingSession(aioboto3.Session):  # type: ignore[misc]  # aioboto3 is untyped
     """An ``aioboto3.Session`` (the store's public ``session=`` argument) that counts the
-    clients opened from it and how many of them were closed again."""
+    clients asked of it (``requested``: openings started), those opened, those closed
+    again, and keeps the errors of the openings that failed."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.requested = 0
         self.opened = 0
         self.closed = 0
+        self.failed: list[BaseException] = []
 
     def client(self, *args: Any, **kwargs: Any) -> Any:
+        self.requested += 1
         return _TrackedClient(super().client(*args, **kwargs), self)
 
 
 @pytest.fixture
 def tracking_session() -> TrackingSession:
     return TrackingSession()
+
+
+_CONTAINER_CREDENTIALS = json.dumps(
+    {
+        "AccessKeyId": "testing",
+        "SecretAccessKey": "testing",
+        "Token": "testing",
+        "Expiration": "2099-01-01T00:00:00Z",
+    }
+)
+
+
+class CredentialsEndpoint:
+    """A container credentials endpoint (what ECS and Lambda SnapStart serve, and what
+    botocore's container provider asks when ``AWS_CONTAINER_CREDENTIALS_FULL_URI`` is
+    set) on 127.0.0.1, in threads of its own.
+
+    It starts out hanging: every request is accepted and held without an answer, as by a
+    metadata service that is stuck. ``serve()`` answers the held requests and all later
+    ones with credentials; ``fail()`` answers them with a 500. ``requests`` counts the
+    requests received.
+    """
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self._mode = "hang"
+        self._changed = threading.Condition()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.0: one request per connection, so a handler never waits on a
+            # connection the client has reset.
+
+            def do_GET(self) -> None:
+                with endpoint._changed:
+                    endpoint.requests += 1
+                    endpoint._changed.wait_for(lambda: endpoint._mode != "hang")
+                    mode = endpoint._mode
+                if mode == "serve":
+                    status, body = 200, _CONTAINER_CREDENTIALS
+                else:
+                    status, body = 500, '{"message": "credentials unavailable"}'
+                with contextlib.suppress(OSError):  # the client may have given up
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body.encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/creds"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _set(self, mode: str) -> None:
+        with self._changed:
+            self._mode = mode
+            self._changed.notify_all()
+
+    def serve(self) -> None:
+        """Answer every held and later request with credentials."""
+        self._set("serve")
+
+    def fail(self) -> None:
+        """Answer every held and later request with a 500."""
+        self._set("fail")
+
+    def stop(self) -> None:
+        self._set("fail")  # releases the requests still held
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Make this endpoint the environment's only source of credentials: the key
+        variables removed, the instance metadata service disabled. Sessions resolve
+        credentials on their first client, so call this before that (after making
+        tables)."""
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", self.url)
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def credentials_endpoint() -> Iterator[CredentialsEndpoint]:
+    """A container credentials endpoint that hangs until told otherwise (see
+    ``CredentialsEndpoint.install``)."""
+    endpoint = CredentialsEndpoint()
+    yield endpoint
+    endpoint.stop()
+
+
+class KeepAliveDynamoDB:
+    """A stand-in for DynamoDB on 127.0.0.1 that answers every request with ``{}`` (for
+    GetItem: no item) over HTTP/1.1 and keeps each connection open afterwards, as real
+    DynamoDB does; moto's server closes them. So a client's connection pool holds open
+    sockets between operations."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def keep_alive_dynamodb(aws_credentials: None) -> Iterator[KeepAliveDynamoDB]:
+    server = KeepAliveDynamoDB()
+    yield server
+    server.stop()

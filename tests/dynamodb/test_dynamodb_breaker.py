@@ -321,14 +321,19 @@ async def test_corrupted_item_fails_open_with_a_warning(
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_is_refused_not_failed_open(moto: CountingEndpoint, clock: FakeClock) -> None:
     """Under trio a protected call raises CircuitBreakerUnsupportedBackendError (saying
-    aioboto3 needs asyncio) instead of failing open in silence, and never runs."""
+    aioboto3 needs asyncio) instead of failing open in silence, and never runs; opening
+    the store (``async with store:``) raises it too."""
     downstream = Downstream()
-    async with DynamoDBPersistence("circuits", endpoint_url=moto.url) as store:
-        breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
-        with pytest.raises(CircuitBreakerUnsupportedBackendError, match="asyncio") as caught:
-            await breaker.call(downstream)
-        with pytest.raises(CircuitBreakerUnsupportedBackendError, match="asyncio"):
-            await breaker.info()
+    store = DynamoDBPersistence("circuits", endpoint_url=moto.url)
+    with pytest.raises(CircuitBreakerUnsupportedBackendError, match="asyncio"):
+        async with store:
+            pass
+    breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
+    with pytest.raises(CircuitBreakerUnsupportedBackendError, match="asyncio") as caught:
+        await breaker.call(downstream)
+    with pytest.raises(CircuitBreakerUnsupportedBackendError, match="asyncio"):
+        await breaker.info()
+    await store.aclose()  # holds nothing: there is no asyncio loop here
     assert downstream.calls == 0
     assert isinstance(caught.value, CircuitBreakerPersistenceError)
     assert "trio" in str(caught.value)

@@ -314,3 +314,28 @@ async def test_forced_states_refuse_trips_and_elections(store: PersistenceStore,
     assert not election.won
     assert election.record is not None
     assert election.record.state is CircuitState.FORCED_OPEN
+
+
+async def test_numbers_keep_their_value_whatever_their_size(
+    store: PersistenceStore, name: str
+) -> None:
+    """Whole numbers however large (1E+125, DynamoDB's largest magnitude) or negative are
+    stored and read back as the very same ints: a store refuses no number; what one
+    means is for the breaker to bound."""
+    huge = 10**125
+    result = await store.trip(
+        name, failure_count=huge, opened_at=-NOW, seen_opened_at=None, expires_at=TTL
+    )
+    assert result.won
+    assert result.record == CircuitRecord(CircuitState.OPEN, huge, -NOW)
+    assert await store.read(name) == result.record
+
+
+async def test_open_may_come_at_any_time(store: PersistenceStore, name: str) -> None:
+    """open(), which ``async with store:`` already ran, may be called again, before and
+    between operations."""
+    await store.open()
+    assert await store.read(name) is None
+    await store.open()
+    await _open(store, name)
+    assert (await store.read(name)) is not None
