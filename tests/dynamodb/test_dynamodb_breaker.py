@@ -318,6 +318,77 @@ async def test_corrupted_item_fails_open_with_a_warning(
 # -- event loops -----------------------------------------------------------------------
 
 
+class GatedStore(DynamoDBPersistence):
+    """Holds each ``acquire_probe`` at the door until ``gate`` is set, after saying so
+    on ``entered``: a probe election whose request is in flight."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def acquire_probe(self, name: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.entered.set()
+        await self.gate.wait()
+        return await super().acquire_probe(name, **kwargs)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_probe_cancelled_by_task_cancel_mid_election_does_not_wedge(
+    moto: CountingEndpoint, table: str, clock: FakeClock
+) -> None:
+    """asyncio's Task.cancel() lands while the probe's election UpdateItem is in flight:
+    the election still finishes, its lease is given back, the cancellation reaches the
+    caller, and the next call probes at once and closes the circuit (before the fix it
+    was rejected with retry_after=0 for good)."""
+    async with GatedStore(table, endpoint_url=moto.url) as store:
+        breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
+        for _ in range(CONFIG.failure_threshold):
+            with pytest.raises(ConnectionError):
+                await breaker.call(down)
+        clock.advance(CONFIG.recovery_timeout)
+        victim = asyncio.ensure_future(breaker.call(echo, "probe"))
+        await store.entered.wait()
+        victim.cancel()
+        await asyncio.sleep(0)  # delivered while the request is held
+        store.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+        stored = await store.read("payments")
+        assert stored is not None
+        assert stored.state is CircuitState.HALF_OPEN
+        assert stored.lease_expiry is not None
+        assert stored.lease_expiry <= clock.time()  # given back: anyone may probe now
+        assert await breaker.call(echo, "next") == "next"
+        assert (await breaker.info()).state is CircuitState.CLOSED
+
+
+async def test_lease_stored_with_an_absurd_expiry_is_taken_over(
+    moto: CountingEndpoint, table: str, raw_client: Any, clock: FakeClock
+) -> None:
+    """A HALF_OPEN item whose lease expiry is 1e125 (a vanished holder's, in some wrong
+    unit): a call is rejected for at most recovery_timeout + 2 s, then a probe takes the
+    lease over (fenced on that very expiry) and closes the circuit."""
+    opened_at = WALL_START - 3600
+    item = {
+        "id": s("payments"),
+        "state": s("HALF_OPEN"),
+        "failure_count": n(0),
+        "opened_at": n(opened_at),
+        "half_open_owner": s("vanished"),
+        "probe_lease_expiry": {"N": "1E+125"},
+    }
+    await raw_client.put_item(TableName=table, Item=item)
+    async with DynamoDBPersistence(table, endpoint_url=moto.url) as store:
+        breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
+        with pytest.raises(CircuitBreakerOpenError) as caught:
+            await breaker.call(echo, "early")
+        assert caught.value.retry_after <= CONFIG.recovery_timeout + 2
+        clock.advance(CONFIG.recovery_timeout + 2)
+        assert await breaker.call(echo, "probe") == "probe"
+        assert (await breaker.info()).state is CircuitState.CLOSED
+
+
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_trio_is_refused_not_failed_open(moto: CountingEndpoint, clock: FakeClock) -> None:
     """Under trio a protected call raises CircuitBreakerUnsupportedBackendError (saying
