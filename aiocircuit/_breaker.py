@@ -48,8 +48,8 @@ from ._state import (
     CircuitStateMachine,
     Outcome,
     Reject,
-    StoreWrite,
 )
+from ._writes import Election, Followup
 from .persistence._base import PersistenceStore, WriteResult
 from .persistence._memory import InMemoryPersistence
 
@@ -386,7 +386,7 @@ class CircuitBreaker:
                 self._read_flight = None
             flight.done.set()
 
-    async def _aelect(self, write: StoreWrite) -> Admit | Reject:
+    async def _aelect(self, write: Election) -> Admit | Reject:
         """Make the write that elects (or renews) a probe and apply its answer, whatever
         happens to the caller meanwhile: see :func:`complete`."""
         result: WriteResult | None = None
@@ -397,7 +397,7 @@ class CircuitBreaker:
                 elected = self._machine.on_election(write, result, self._monotonic())
         return elected
 
-    async def _aapply(self, write: StoreWrite) -> None:
+    async def _aapply(self, write: Followup) -> None:
         """Make a write that follows a call and apply its answer (see :meth:`_aelect`)."""
         result: WriteResult | None = None
         try:
@@ -417,7 +417,7 @@ class CircuitBreaker:
                     return ADMIT_CLOSED
                 refreshed = True
                 continue
-            if isinstance(decision, StoreWrite):
+            if isinstance(decision, Election):
                 elected, interrupted = await complete(functools.partial(self._aelect, decision))
                 try:
                     if interrupted is not None:
@@ -659,7 +659,7 @@ class CircuitBreaker:
             self._machine.on_read(record, self._monotonic(), started=started)
         return True
 
-    def _elect_sync(self, write: StoreWrite) -> Admit | Reject:
+    def _elect_sync(self, write: Election) -> Admit | Reject:
         ops = self._store._blocking_ops()
         if ops is None:
             elected, interrupted = complete_blocking(functools.partial(self._aelect, write))
@@ -675,7 +675,7 @@ class CircuitBreaker:
                 elected = self._machine.on_election(write, result, self._monotonic())
         return elected
 
-    def _apply_sync(self, write: StoreWrite) -> None:
+    def _apply_sync(self, write: Followup) -> None:
         ops = self._store._blocking_ops()
         if ops is None:
             _, interrupted = complete_blocking(functools.partial(self._aapply, write))
@@ -700,7 +700,7 @@ class CircuitBreaker:
                     return ADMIT_CLOSED
                 refreshed = True
                 continue
-            if isinstance(decision, StoreWrite):
+            if isinstance(decision, Election):
                 elected = self._elect_sync(decision)
                 try:
                     self._dispatch_sync()

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 
 from ._errors import CircuitBreakerPersistenceError, CircuitBreakerUnsupportedBackendError
-from ._state import StoreWrite
+from ._writes import StoreWrite
 from .persistence._base import BlockingStoreOps, CircuitRecord, PersistenceStore, WriteResult
 
 logger = logging.getLogger("aiocircuit")
@@ -145,8 +144,7 @@ class StoreGateway:
             return None
         try:
             with anyio.fail_after(self.timeout):
-                method = getattr(self.store, write.operation)
-                result = await method(self.circuit, **write.arguments)
+                result = await write.apply(self.store, self.circuit)
             check_write_result(result)
         except CircuitBreakerUnsupportedBackendError:
             raise
@@ -154,7 +152,7 @@ class StoreGateway:
             self.failed(write.kind.value, exc)
             return None
         self.answered()
-        return result  # type: ignore[no-any-return]  # checked above
+        return result
 
     # -- blocking (stores that answer without I/O) -----------------------------------
 
@@ -176,14 +174,13 @@ class StoreGateway:
         if self._skipped():
             return None
         try:
-            method: Any = getattr(ops, write.operation)
-            result = method(self.circuit, **write.arguments)
+            result = write.apply_blocking(ops, self.circuit)
             check_write_result(result)
         except Exception as exc:
             self.failed(write.kind.value, exc)
             return None
         self.answered()
-        return result  # type: ignore[no-any-return]  # checked above
+        return result
 
     # -- the memory of failure -------------------------------------------------------
 

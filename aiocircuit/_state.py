@@ -23,9 +23,18 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ._circuit import CircuitInfo, CircuitState, CircuitTransition
+from ._writes import (
+    AcquireProbe,
+    Close,
+    Election,
+    Followup,
+    ReleaseProbe,
+    RenewProbe,
+    Reopen,
+    Trip,
+)
 from .persistence._base import CLOSED_RECORD, CircuitRecord, WriteResult
 
 # Stored records outlive their last write by this much beyond the recovery timeout, so a
@@ -81,37 +90,7 @@ class Reject:
     retry_after: float
 
 
-class WriteKind(enum.Enum):
-    """The conditional writes a circuit makes; values name the store method."""
-
-    TRIP = "trip"
-    ACQUIRE = "acquire_probe"
-    RENEW = "renew_probe"
-    RELEASE = "release_probe"  # made as a renewal to an expiry in the past
-    CLOSE = "close"
-    REOPEN = "reopen"
-
-
-@dataclass(frozen=True, slots=True)
-class StoreWrite:
-    """Decision: make this conditional write, then report its result with
-    :meth:`CircuitStateMachine.on_election` (a probe election) or ``on_write``.
-
-    ``arguments`` are the keyword arguments of the store method named by
-    ``operation``; ``seen`` is the record the decision was made on.
-    """
-
-    kind: WriteKind
-    arguments: dict[str, Any]
-    seen: CircuitRecord
-
-    @property
-    def operation(self) -> str:
-        """The name of the store method that makes this write."""
-        return "renew_probe" if self.kind is WriteKind.RELEASE else self.kind.value
-
-
-Decision = Refresh | Admit | Reject | StoreWrite
+Decision = Refresh | Admit | Reject | Election
 
 
 class CircuitStateMachine:
@@ -345,48 +324,42 @@ class CircuitStateMachine:
             self.probe_slot_until = -math.inf
             self.probe_slot_owner = None
 
-    def _acquire(self, seen_opened_at: int, now: float, mono: float, wall: float) -> StoreWrite:
+    def _acquire(self, seen_opened_at: int, now: float, mono: float, wall: float) -> AcquireProbe:
         owner = self.new_owner_id()
         self._take_probe_slot(owner, mono)
-        arguments = {
-            "owner": owner,
-            "seen_opened_at": seen_opened_at,
-            "now": now,
-            "lease_expiry": self._lease_expiry(wall),
-            "expires_at": self.expires_at(wall),
-        }
-        return StoreWrite(WriteKind.ACQUIRE, arguments, self.record)
+        return AcquireProbe(
+            owner=owner,
+            seen_opened_at=seen_opened_at,
+            now=now,
+            lease_expiry=self._lease_expiry(wall),
+            expires_at=self.expires_at(wall),
+            seen=self.record,
+        )
 
-    def _renew(self, mono: float, wall: float) -> StoreWrite:
+    def _renew(self, mono: float, wall: float) -> RenewProbe:
         # Each probe after the first renews the lease as it starts (the previous one
         # succeeded), so a running probe always has a full lease ahead of it.
         assert self.lease_owner is not None
         self._take_probe_slot(self.lease_owner, mono)
-        arguments = {
-            "owner": self.lease_owner,
-            "lease_expiry": self._lease_expiry(wall),
-            "expires_at": self.expires_at(wall),
-        }
-        return StoreWrite(WriteKind.RENEW, arguments, self.record)
+        return RenewProbe(
+            owner=self.lease_owner,
+            lease_expiry=self._lease_expiry(wall),
+            expires_at=self.expires_at(wall),
+            seen=self.record,
+        )
 
     # -- outcomes --------------------------------------------------------------------
 
-    def on_outcome(self, admitted: Admit, outcome: Outcome, wall: float) -> StoreWrite | None:
+    def on_outcome(self, admitted: Admit, outcome: Outcome, wall: float) -> Followup | None:
         """Record how an admitted call ended; return the write it calls for, if any."""
         owner = admitted.probe_owner
         if owner is None:
             return self._on_closed_outcome(outcome, wall)
         expires_at = self.expires_at(wall)
         if outcome is Outcome.FAILURE:
-            arguments: dict[str, Any] = {
-                "owner": owner,
-                "opened_at": int(wall),
-                "expires_at": expires_at,
-            }
-            return StoreWrite(WriteKind.REOPEN, arguments, self.record)
+            return Reopen(owner, int(wall), expires_at, self.record)
         if outcome is Outcome.IGNORED:
-            arguments = {"owner": owner, "lease_expiry": 0, "expires_at": expires_at}
-            return StoreWrite(WriteKind.RELEASE, arguments, self.record)
+            return ReleaseProbe(owner, expires_at, self.record)
         if owner != self.lease_owner:
             # Its lease lapsed or was taken over while it ran: a success cannot close
             # the circuit under it, nor count towards a newer lease's successes.
@@ -394,12 +367,11 @@ class CircuitStateMachine:
             return None
         self.probe_successes += 1
         if self.probe_successes >= self.success_threshold:
-            arguments = {"owner": owner, "expires_at": expires_at}
-            return StoreWrite(WriteKind.CLOSE, arguments, self.record)
+            return Close(owner, expires_at, self.record)
         self._free_probe_slot(owner)  # the next call probes, renewing the lease
         return None
 
-    def _on_closed_outcome(self, outcome: Outcome, wall: float) -> StoreWrite | None:
+    def _on_closed_outcome(self, outcome: Outcome, wall: float) -> Trip | None:
         if self.record.state is not _CLOSED:
             return None  # admitted before the circuit left CLOSED: nothing to count
         if outcome is Outcome.SUCCESS:
@@ -412,24 +384,24 @@ class CircuitStateMachine:
             return None
         # Reset before the write, so exactly one of many concurrent failures trips.
         count, self.failures = self.failures, 0
-        arguments = {
-            "failure_count": count,
-            "opened_at": int(wall),
-            "seen_opened_at": self.record.opened_at,
-            "expires_at": self.expires_at(wall),
-        }
-        return StoreWrite(WriteKind.TRIP, arguments, self.record)
+        return Trip(
+            failure_count=count,
+            opened_at=int(wall),
+            seen_opened_at=self.record.opened_at,
+            expires_at=self.expires_at(wall),
+            seen=self.record,
+        )
 
     # -- write results ---------------------------------------------------------------
 
     def on_election(
-        self, write: StoreWrite, result: WriteResult | None, mono: float
+        self, write: Election, result: WriteResult | None, mono: float
     ) -> Admit | Reject:
         """Apply the result of the write that admits a probe (taking the lease, or
         renewing ours; ``None``: the store failed) and say whether the call runs: as the
         probe, as a closed call (failing open, or the circuit closed meanwhile), or not
         at all."""
-        owner: str = write.arguments["owner"]
+        owner = write.owner
         self._free_probe_slot(owner)
         if result is None:
             return ADMIT_CLOSED  # fail open: the call runs as if the circuit were closed
@@ -441,12 +413,12 @@ class CircuitStateMachine:
             if self.record.state in _ADMITTING:
                 return ADMIT_CLOSED
             return self._reject(0.0)
-        if write.kind is WriteKind.RENEW and self.lease_owner is None:
+        if isinstance(write, RenewProbe) and self.lease_owner is None:
             # A renewal answered after this process gave the lease up for lapsed (its
             # slot outlived it): the store says it holds the lease again.
             self.lease_owner = owner
             self.probe_successes = 0
-        if write.kind is WriteKind.ACQUIRE:
+        if isinstance(write, AcquireProbe):
             self.lease_owner = owner
             self.probe_successes = 0
             # An election is the fleet's OPEN -> HALF_OPEN; a takeover of a lapsed or
@@ -457,47 +429,45 @@ class CircuitStateMachine:
         self._take_probe_slot(owner, mono)  # the probe now runs, under a fresh lease
         return Admit(owner)
 
-    def on_write(self, write: StoreWrite, result: WriteResult | None, mono: float) -> None:
+    def on_write(self, write: Followup, result: WriteResult | None, mono: float) -> None:
         """Apply the result of a write that followed a call (``None``: the store
         failed; nothing is cached from it). Transitions this process made are appended
         to ``transitions``."""
-        kind = write.kind
         if result is None:
             self._on_write_failed(write)
             return
         self.writes_seen += 1
         self._adopt(result.record if result.record is not None else CLOSED_RECORD, mono)
-        if kind is WriteKind.TRIP:
+        if isinstance(write, Trip):
             if result.won:
                 self._transition(_CLOSED, _OPEN, self.record.opened_at)
             return
         # Every other write ends the probe that made it.
-        owner = write.arguments["owner"]
+        owner = write.owner
         self._free_probe_slot(owner)
         if not result.won:
             if owner == self.lease_owner:
                 self._drop_lease()  # fenced out: someone else holds the lease or moved on
-        elif kind is WriteKind.CLOSE:
+        elif isinstance(write, Close):
             self._drop_lease()
             self.failures = 0
             self._transition(_HALF_OPEN, _CLOSED, None)
-        elif kind is WriteKind.REOPEN:
+        elif isinstance(write, Reopen):
             self._drop_lease()
             self._transition(_HALF_OPEN, _OPEN, self.record.opened_at)
-        elif kind is WriteKind.RELEASE:
-            self._drop_lease()
+        else:
+            self._drop_lease()  # released
 
-    def _on_write_failed(self, write: StoreWrite) -> None:
-        kind = write.kind
-        if kind is WriteKind.TRIP:
+    def _on_write_failed(self, write: Followup) -> None:
+        if isinstance(write, Trip):
             return  # the streak was reset: the next full streak tries again
-        owner = write.arguments["owner"]
+        owner = write.owner
         self._free_probe_slot(owner)
         if owner != self.lease_owner:
             return  # a probe whose lease this process no longer holds
-        if kind is WriteKind.CLOSE:
+        if isinstance(write, Close):
             self.probe_successes = self.success_threshold - 1  # the next success retries
-        elif kind is WriteKind.REOPEN:
+        elif isinstance(write, Reopen):
             # Our lease stays in the store until it expires, then anyone takes over.
             self._drop_lease()
         # RELEASE: keep the lease; our next call probes under it while it lasts.

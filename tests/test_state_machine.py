@@ -38,7 +38,15 @@ from aiocircuit._state import (
     CircuitStateMachine,
     Outcome,
     Reject,
+)
+from aiocircuit._writes import (
+    AcquireProbe,
+    Close,
+    ReleaseProbe,
+    RenewProbe,
+    Reopen,
     StoreWrite,
+    Trip,
     WriteKind,
 )
 from aiocircuit.persistence._base import CLOSED_RECORD, CircuitRecord, WriteResult
@@ -63,47 +71,43 @@ TIME_STEPS = st.sampled_from([0.0, 0.4, 1.0, 4.9, 5.0, 5.1, 9.9, 10.0, 10.1, 30.
 # -- the reference model of the store --------------------------------------------------
 
 
-def expected_write(
-    current: CircuitRecord | None, operation: str, arguments: dict[str, Any]
-) -> CircuitRecord | None:
+def expected_write(current: CircuitRecord | None, write: StoreWrite) -> CircuitRecord | None:
     """The record a conditional write stores, or ``None`` if its condition fails.
 
     Written from the ``PersistenceStore`` docstrings."""
     state = CLOSED if current is None else current.state
-    if operation == "trip":
-        seen = arguments["seen_opened_at"]
+    if isinstance(write, Trip):
+        seen = write.seen_opened_at
         applies = state is CLOSED or (
             state is OPEN and seen is not None and current is not None and current.opened_at == seen
         )
         if not applies:
             return None
-        return CircuitRecord(OPEN, arguments["failure_count"], arguments["opened_at"])
+        return CircuitRecord(OPEN, write.failure_count, write.opened_at)
     if current is None:
         return None
-    if operation == "acquire_probe":
+    if isinstance(write, AcquireProbe):
         election = (
             state is OPEN
             and current.probe_owner is None
-            and current.opened_at == arguments["seen_opened_at"]
+            and current.opened_at == write.seen_opened_at
         )
         takeover = (
             state is HALF_OPEN
             and current.lease_expiry is not None
-            and current.lease_expiry <= arguments["now"]
+            and current.lease_expiry <= write.now
         )
         if not (election or takeover):
             return None
-        return CircuitRecord(
-            HALF_OPEN, 0, current.opened_at, arguments["owner"], arguments["lease_expiry"]
-        )
-    if current.probe_owner != arguments["owner"]:
+        return CircuitRecord(HALF_OPEN, 0, current.opened_at, write.owner, write.lease_expiry)
+    assert isinstance(write, (RenewProbe, ReleaseProbe, Close, Reopen))
+    if current.probe_owner != write.owner:
         return None  # every probe write is fenced by the owner id
-    if operation == "renew_probe":
-        return replace(current, lease_expiry=arguments["lease_expiry"])
-    if operation == "close":
+    if isinstance(write, (RenewProbe, ReleaseProbe)):
+        return replace(current, lease_expiry=write.lease_expiry)
+    if isinstance(write, Close):
         return CircuitRecord(CLOSED)
-    assert operation == "reopen"
-    return CircuitRecord(OPEN, 0, arguments["opened_at"])
+    return CircuitRecord(OPEN, 0, write.opened_at)
 
 
 def lease_expiry(wall: float) -> int:
@@ -327,7 +331,7 @@ class CircuitFleet(RuleBasedStateMachine):
 
     def check_write_arguments(self, write: StoreWrite) -> None:
         # A record must outlive the recovery timeout, or it could vanish mid-cycle.
-        assert write.arguments["expires_at"] >= self.wall + RECOVERY_TIMEOUT
+        assert write.expires_at >= self.wall + RECOVERY_TIMEOUT
 
     def store(self, index: int, write: StoreWrite) -> WriteResult | None:
         """Carry out ``write`` against the table (unless it fails first) and the model."""
@@ -335,8 +339,8 @@ class CircuitFleet(RuleBasedStateMachine):
         if fault == "fail":
             return None
         before = self.stored
-        after = expected_write(before, write.operation, write.arguments)
-        result = getattr(self.table, write.operation)(NAME, **write.arguments)
+        after = expected_write(before, write)
+        result = write.apply_blocking(self.table, NAME)
         assert result.won == (after is not None), (write, before)
         if result.won and write.kind is WriteKind.ACQUIRE:
             # An election replaces OPEN, a takeover HALF_OPEN: only the first is a transition.
@@ -368,7 +372,7 @@ class CircuitFleet(RuleBasedStateMachine):
             if before.state is OPEN:
                 # No probe before the recovery timeout has passed.
                 assert before.opened_at is not None
-                assert write.arguments["now"] >= before.opened_at + RECOVERY_TIMEOUT
+                assert write.now >= before.opened_at + RECOVERY_TIMEOUT
             else:
                 assert before.probe_owner is not None
                 self.taken_over.add(before.probe_owner)
@@ -474,21 +478,20 @@ class CircuitFleet(RuleBasedStateMachine):
             self.check_reject(proc, decision, detail)
         else:
             # A probe starts only with a write that takes the lease or renews ours.
-            assert isinstance(decision, StoreWrite), decision
-            arguments = decision.arguments
+            assert isinstance(decision, (AcquireProbe, RenewProbe)), decision
             if kind == "renew":
-                assert decision.kind is WriteKind.RENEW
-                assert arguments["owner"] == detail
+                assert isinstance(decision, RenewProbe)
+                assert decision.owner == detail
             else:
-                assert decision.kind is WriteKind.ACQUIRE
-                assert arguments["owner"] not in self.issued_owners
-                self.issued_owners.add(arguments["owner"])
-                assert arguments["seen_opened_at"] == proc.view.opened_at
+                assert isinstance(decision, AcquireProbe)
+                assert decision.owner not in self.issued_owners
+                self.issued_owners.add(decision.owner)
+                assert decision.seen_opened_at == proc.view.opened_at
                 # An election is made at the current time; a takeover is fenced on the
                 # expiry of the lease seen to lapse.
                 seen_lease = proc.view.lease_expiry
-                assert arguments["now"] == (self.wall if proc.view.state is OPEN else seen_lease)
-            assert arguments["lease_expiry"] == lease_expiry(self.wall)
+                assert decision.now == (self.wall if proc.view.state is OPEN else seen_lease)
+            assert decision.lease_expiry == lease_expiry(self.wall)
             self.check_write_arguments(decision)
             if defer:
                 self.in_flight.append(InFlight(index, decision, self.mono))
@@ -504,7 +507,7 @@ class CircuitFleet(RuleBasedStateMachine):
         if result is None:
             assert decision is ADMIT_CLOSED  # a failed store fails open
         elif result.won:
-            owner = write.arguments["owner"]
+            owner = write.owner
             assert decision == Admit(owner)
             if write.kind is WriteKind.ACQUIRE:
                 proc.lease, proc.successes = owner, 0
@@ -581,9 +584,9 @@ class CircuitFleet(RuleBasedStateMachine):
             return
         assert write.kind is WriteKind.TRIP
         assert proc.loose >= self.failure_threshold, "tripped before a full streak"
-        assert write.arguments["failure_count"] == self.failure_threshold
-        assert write.arguments["opened_at"] == int(self.wall)
-        assert write.arguments["seen_opened_at"] is None
+        assert write.failure_count == self.failure_threshold
+        assert write.opened_at == int(self.wall)
+        assert write.seen_opened_at is None
         proc.clean = proc.loose = 0
 
     def probe_outcome(
@@ -603,19 +606,19 @@ class CircuitFleet(RuleBasedStateMachine):
         elif outcome is Outcome.FAILURE:
             assert write is not None, "a failed probe did not reopen the circuit"
             assert write.kind is WriteKind.REOPEN
-            assert write.arguments["opened_at"] == int(self.wall)
+            assert write.opened_at == int(self.wall)
         else:
             assert write is not None, "an ignored probe did not release its lease"
             assert write.kind is WriteKind.RELEASE
-            assert write.arguments["lease_expiry"] <= self.wall
-        assert write.arguments["owner"] == owner
+            assert write.lease_expiry <= self.wall
+        assert write.owner == owner
 
     def finish_write(self, index: int, write: StoreWrite) -> None:
         """Answer a write that followed a call."""
         proc = self.process(index)
         result = self.store(index, write)
         assert proc.machine.on_write(write, result, self.mono) is None
-        owner = write.arguments.get("owner")
+        owner = getattr(write, "owner", None)
         if proc.lease is not None and proc.lease == owner:
             if write.kind is WriteKind.REOPEN:
                 proc.lease = None  # a failed probe gives its lease up, won or not
@@ -686,8 +689,8 @@ def admit(machine: CircuitStateMachine, table: _RecordTable, at: float) -> Admit
     if decision is REFRESH:
         machine.on_read(table.read(NAME), at)
         decision = machine.admit(at, WALL_START + at, refreshed=True)
-    if isinstance(decision, StoreWrite):
-        result = getattr(table, decision.operation)(NAME, **decision.arguments)
+    if isinstance(decision, (AcquireProbe, RenewProbe)):
+        result = decision.apply_blocking(table, NAME)
         decision = machine.on_election(decision, result, at)
     assert isinstance(decision, (Admit, Reject))
     return decision
@@ -704,7 +707,7 @@ def finish(
     assert isinstance(admitted, Admit)
     write = machine.on_outcome(admitted, outcome, WALL_START + at)
     if write is not None:
-        result = getattr(table, write.operation)(NAME, **write.arguments)
+        result = write.apply_blocking(table, NAME)
         machine.on_write(write, result, at)
 
 
@@ -811,7 +814,7 @@ def test_store_failures_fail_open() -> None:
     trip(a, table, 0.5)  # the next streak trips
     b.on_read(table.read(NAME), 10.0)
     election = b.admit(10.0, WALL_START + 10)
-    assert isinstance(election, StoreWrite)
+    assert isinstance(election, (AcquireProbe, RenewProbe))
     assert b.on_election(election, None, 10.0) is ADMIT_CLOSED
     assert list(b.transitions) == []
     assert table.read(NAME) == CircuitRecord(OPEN, 1, int(WALL_START + 0.5))

@@ -1,0 +1,193 @@
+"""The conditional writes a circuit makes, one small value per kind.
+
+The state machine decides a write; the store gateway makes it. What crosses between
+them is one of these frozen values, which knows the store operation that carries it
+out, so every argument is typed end to end and nothing is looked up by name. Each also
+carries ``seen``, the record the decision was made on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .persistence._base import BlockingStoreOps, CircuitRecord, PersistenceStore, WriteResult
+
+
+class WriteKind(enum.Enum):
+    """The kinds of write; values name them in log lines and metrics."""
+
+    TRIP = "trip"
+    ACQUIRE = "acquire_probe"
+    RENEW = "renew_probe"
+    RELEASE = "release_probe"  # made as a renewal to an expiry in the past
+    CLOSE = "close"
+    REOPEN = "reopen"
+
+
+class StoreWrite:
+    """Base of the writes: ``apply`` makes it on a store, ``apply_blocking`` on a store's
+    blocking twin (the in-memory store, for the sync shim)."""
+
+    __slots__ = ()
+    kind: ClassVar[WriteKind]
+    seen: CircuitRecord
+
+    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
+        raise NotImplementedError
+
+    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Trip(StoreWrite):
+    """Open a closed circuit (or one still open since ``seen_opened_at``)."""
+
+    failure_count: int
+    opened_at: int
+    seen_opened_at: int | None
+    expires_at: int
+    seen: CircuitRecord
+    kind: ClassVar[WriteKind] = WriteKind.TRIP
+
+    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
+        return store.trip(
+            name,
+            failure_count=self.failure_count,
+            opened_at=self.opened_at,
+            seen_opened_at=self.seen_opened_at,
+            expires_at=self.expires_at,
+        )
+
+    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        return ops.trip(
+            name,
+            failure_count=self.failure_count,
+            opened_at=self.opened_at,
+            seen_opened_at=self.seen_opened_at,
+            expires_at=self.expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireProbe(StoreWrite):
+    """Take the probe lease: the election (OPEN since ``seen_opened_at``) or the
+    takeover of a lease that lapsed at or before ``now``."""
+
+    owner: str
+    seen_opened_at: int
+    now: float
+    lease_expiry: int
+    expires_at: int
+    seen: CircuitRecord
+    kind: ClassVar[WriteKind] = WriteKind.ACQUIRE
+
+    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
+        return store.acquire_probe(
+            name,
+            owner=self.owner,
+            seen_opened_at=self.seen_opened_at,
+            now=self.now,
+            lease_expiry=self.lease_expiry,
+            expires_at=self.expires_at,
+        )
+
+    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        return ops.acquire_probe(
+            name,
+            owner=self.owner,
+            seen_opened_at=self.seen_opened_at,
+            now=self.now,
+            lease_expiry=self.lease_expiry,
+            expires_at=self.expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RenewProbe(StoreWrite):
+    """Extend the lease ``owner`` holds to ``lease_expiry`` (a release is a renewal to
+    an expiry in the past: :class:`ReleaseProbe`)."""
+
+    owner: str
+    lease_expiry: int
+    expires_at: int
+    seen: CircuitRecord
+    kind: ClassVar[WriteKind] = WriteKind.RENEW
+
+    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
+        return store.renew_probe(
+            name, owner=self.owner, lease_expiry=self.lease_expiry, expires_at=self.expires_at
+        )
+
+    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        return ops.renew_probe(
+            name, owner=self.owner, lease_expiry=self.lease_expiry, expires_at=self.expires_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseProbe(StoreWrite):
+    """Give the lease ``owner`` holds back at once: a renewal to expiry 0, which lets
+    the next caller anywhere take it over."""
+
+    owner: str
+    expires_at: int
+    seen: CircuitRecord
+    kind: ClassVar[WriteKind] = WriteKind.RELEASE
+    lease_expiry: ClassVar[int] = 0
+
+    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
+        return store.renew_probe(name, owner=self.owner, lease_expiry=0, expires_at=self.expires_at)
+
+    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        return ops.renew_probe(name, owner=self.owner, lease_expiry=0, expires_at=self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Close(StoreWrite):
+    """Close the circuit, if ``owner`` holds the lease."""
+
+    owner: str
+    expires_at: int
+    seen: CircuitRecord
+    kind: ClassVar[WriteKind] = WriteKind.CLOSE
+
+    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
+        return store.close(name, owner=self.owner, expires_at=self.expires_at)
+
+    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        return ops.close(name, owner=self.owner, expires_at=self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Reopen(StoreWrite):
+    """Open the circuit again from ``opened_at``, if ``owner`` holds the lease."""
+
+    owner: str
+    opened_at: int
+    expires_at: int
+    seen: CircuitRecord
+    kind: ClassVar[WriteKind] = WriteKind.REOPEN
+
+    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
+        return store.reopen(
+            name, owner=self.owner, opened_at=self.opened_at, expires_at=self.expires_at
+        )
+
+    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        return ops.reopen(
+            name, owner=self.owner, opened_at=self.opened_at, expires_at=self.expires_at
+        )
+
+
+Election = AcquireProbe | RenewProbe
+"""A write that admits a probe."""
+
+ProbeEnd = Close | Reopen | ReleaseProbe
+"""A write that ends a probe."""
+
+Followup = Trip | ProbeEnd
+"""A write that follows a finished call."""
