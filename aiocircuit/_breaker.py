@@ -1,14 +1,12 @@
-"""The breaker: the async driver of the state machine, and its sync shim.
+"""The breaker: the public facade of one circuit, in every call form.
 
-Both drivers are short loops around :class:`~aiocircuit._state.CircuitStateMachine`:
-ask it for a decision, carry out the store operation it asks for, hand back the result.
-The async driver uses anyio only, so it runs on asyncio and trio. The sync shim drives
-the same machine under the same lock; it calls a store's blocking twin when it has one
-(the in-memory store) and otherwise goes through the process-wide portal.
-
-The closed path: while the circuit is closed and its cached record fresh, a call costs
-one monotonic clock read compared with ``machine.fast_deadline``, the call, and one
-counter store. Everything else lives off that path.
+``CircuitBreaker`` is what users hold: the decorator, ``async with`` / ``with``,
+``call()``, ``info()`` and the operator's controls. Each call form has its closed fast
+path written here, inline: while the circuit is closed and its cached record fresh, a
+call costs one monotonic clock read compared with ``machine.fast_deadline``, the call,
+and one counter store. Everything else is a slow path, written once as a flow in
+:mod:`._flow` and pumped by its async runner (anyio only, so asyncio and trio) or its
+sync runner (the shim, for plain ``def`` code).
 """
 
 from __future__ import annotations
@@ -31,26 +29,23 @@ import anyio
 
 from ._circuit import CircuitInfo, CircuitState, CircuitTransition
 from ._clock import SYSTEM_CLOCK, Clock
-from ._completion import complete, complete_blocking
 from ._config import CircuitBreakerConfig
 from ._errors import (
     CircuitBreakerConfigError,
     CircuitBreakerOpenError,
     CircuitBreakerPersistenceError,
 )
-from ._gateway import StoreFailed, StoreGateway, check_record
+from ._flow import CircuitFlows
+from ._gateway import StoreGateway, check_record
 from ._hooks import Hook, is_async_callable
-from ._portal import run_blocking
 from ._state import (
     ADMIT_CLOSED,
-    REFRESH,
     Admit,
     CircuitStateMachine,
     Outcome,
     Reject,
 )
-from ._writes import Election, Followup
-from .persistence._base import PersistenceStore, WriteResult
+from .persistence._base import PersistenceStore
 from .persistence._memory import InMemoryPersistence
 
 logger = logging.getLogger("aiocircuit")
@@ -81,15 +76,6 @@ def _new_owner_id() -> str:
     # Fresh per lease: neither per thread nor per process, because under asyncio many
     # tasks share a thread. The pid makes it readable in the store.
     return f"{os.getpid()}#{uuid.uuid4().hex}"
-
-
-@dataclass(slots=True)
-class _ReadFlight:
-    """A store read in progress that concurrent callers on the same loop share."""
-
-    thread: int
-    done: anyio.Event
-    outcome: bool | None = None  # True read, False failed, None abandoned (cancelled)
 
 
 @dataclass(slots=True)
@@ -140,7 +126,7 @@ class CircuitBreaker:
         "_machine",
         "_monotonic",
         "_time",
-        "_lock",
+        "_flows",
         "_disabled",
         "_handled",
         "_ignored",
@@ -150,9 +136,6 @@ class CircuitBreaker:
         "_store_timeout",
         "_gateway",
         "_on_circuit_open",
-        "_on_transition",
-        "_read_flight",
-        "_dispatching",
         "_open_entry_count",
         "__weakref__",
     )
@@ -191,7 +174,6 @@ class CircuitBreaker:
         clock = SYSTEM_CLOCK if clock is None else clock
         self._monotonic = clock.monotonic
         self._time = clock.time
-        self._lock = threading.Lock()
         self._disabled = os.environ.get(DISABLE_ENV_VAR, "").strip().lower() in _TRUTHY
         if self._disabled:
             logger.warning(
@@ -210,7 +192,6 @@ class CircuitBreaker:
             persistence_store, name, timeout=config.store_timeout, monotonic=clock.monotonic
         )
         self._on_circuit_open = None if on_circuit_open is None else Hook(on_circuit_open)
-        self._on_transition = None if on_transition is None else Hook(on_transition)
         self._machine = CircuitStateMachine(
             name,
             failure_threshold=config.failure_threshold,
@@ -220,17 +201,22 @@ class CircuitBreaker:
             new_owner_id=_new_owner_id,
             fast_path_enabled=not self._disabled and config.call_timeout is None,
         )
-        self._read_flight: _ReadFlight | None = None
-        self._dispatching = False
+        self._flows = CircuitFlows(
+            name,
+            self._machine,
+            persistence_store,
+            self._gateway,
+            on_transition=None if on_transition is None else Hook(on_transition),
+            monotonic=clock.monotonic,
+            time=clock.time,
+        )
         self._open_entry_count = 0
         _breakers.add(self)
 
     def _forget_parent_process(self) -> None:
         # In a forked child: the parent's lease, pending read, locks held by its other
         # threads and cached record are not ours. Start as a fresh environment would.
-        self._lock = threading.Lock()
-        self._read_flight = None
-        self._dispatching = False
+        self._flows.forget_parent_process()
         self._open_entry_count = 0
         self._machine.forget_process_state()
         self._gateway.forget()
@@ -262,7 +248,7 @@ class CircuitBreaker:
         except Exception as exc:
             raise self._explicit_failure(f"reading circuit {self.name!r} failed", exc) from exc
         self._gateway.answered()
-        with self._lock:
+        with self._flows.lock:
             self._machine.on_read(record, self._monotonic(), started=started)
         return self._machine.info()
 
@@ -308,9 +294,9 @@ class CircuitBreaker:
             what = f"forcing circuit {self.name!r} to {state.value} failed"
             raise self._explicit_failure(what, exc) from exc
         self._gateway.answered()
-        with self._lock:
+        with self._flows.lock:
             self._machine.on_forced(record, self._monotonic())
-        await self._adispatch()
+        await self._flows.arun(self._flows.dispatch())
         return self._machine.info()
 
     # -- outcome classification ------------------------------------------------------
@@ -354,145 +340,6 @@ class CircuitBreaker:
         return TimeoutError(
             f"call through circuit {self.name!r} exceeded call_timeout={self._call_timeout}s"
         )
-
-    # -- store access (async) --------------------------------------------------------
-
-    async def _arefresh(self) -> bool:
-        """Read the store into the cache, sharing a read already in flight on this
-        loop. False: the store failed, fail open."""
-        while True:
-            flight = self._read_flight
-            thread = threading.get_ident()
-            if flight is None or flight.thread != thread:
-                break
-            await flight.done.wait()
-            if flight.outcome is not None:
-                return flight.outcome
-            # The reader was cancelled before it finished: read again ourselves.
-        flight = _ReadFlight(thread, anyio.Event())
-        self._read_flight = flight
-        started = self._machine.writes_seen
-        try:
-            record = await self._gateway.read()
-            if isinstance(record, StoreFailed):
-                flight.outcome = False
-            else:
-                with self._lock:
-                    self._machine.on_read(record, self._monotonic(), started=started)
-                flight.outcome = True
-            return flight.outcome
-        finally:
-            if self._read_flight is flight:
-                self._read_flight = None
-            flight.done.set()
-
-    async def _aelect(self, write: Election) -> Admit | Reject:
-        """Make the write that elects (or renews) a probe and apply its answer, whatever
-        happens to the caller meanwhile: see :func:`complete`."""
-        result: WriteResult | None = None
-        try:
-            result = await self._gateway.write(write)
-        finally:
-            with self._lock:
-                elected = self._machine.on_election(write, result, self._monotonic())
-        return elected
-
-    async def _aapply(self, write: Followup) -> None:
-        """Make a write that follows a call and apply its answer (see :meth:`_aelect`)."""
-        result: WriteResult | None = None
-        try:
-            result = await self._gateway.write(write)
-        finally:
-            with self._lock:
-                self._machine.on_write(write, result, self._monotonic())
-
-    async def _aadmit(self) -> Admit | Reject:
-        machine = self._machine
-        refreshed = False
-        while True:
-            with self._lock:
-                decision = machine.admit(self._monotonic(), self._time(), refreshed=refreshed)
-            if decision is REFRESH:
-                if not await self._arefresh():
-                    return ADMIT_CLOSED
-                refreshed = True
-                continue
-            if isinstance(decision, Election):
-                elected, interrupted = await complete(functools.partial(self._aelect, decision))
-                try:
-                    if interrupted is not None:
-                        raise interrupted
-                    await self._adispatch()
-                except BaseException:
-                    await self._arelease(elected)  # the call will not run: give it back
-                    raise
-                return elected
-            return cast(Admit | Reject, decision)
-
-    async def _arelease(self, admitted: Admit | Reject) -> None:
-        """Give back a probe lease won for a call that will not run."""
-        if isinstance(admitted, Admit) and admitted.probe_owner is not None:
-            await self._arecord(admitted, Outcome.IGNORED)
-
-    async def _arecord(self, admitted: Admit, outcome: Outcome) -> None:
-        with self._lock:
-            write = self._machine.on_outcome(admitted, outcome, self._time())
-        if write is None:
-            return
-        _, interrupted = await complete(functools.partial(self._aapply, write))
-        if interrupted is not None:
-            raise interrupted  # the next caller to make a transition fires the hooks
-        await self._adispatch()
-
-    def _claim_dispatch(self) -> bool:
-        """Become the one dispatcher of queued transitions, if there is work and no
-        dispatcher yet. Transitions queued meanwhile by others are fired by it, in order."""
-        with self._lock:
-            if self._dispatching or not self._machine.transitions:
-                return False
-            self._dispatching = True
-            return True
-
-    def _next_transition(self) -> CircuitTransition | None:
-        # Checking for more and stepping down are one step under the lock, so a
-        # transition queued by another caller is never left without a dispatcher. The
-        # transition stays queued until its hook has run: a dispatcher cancelled
-        # mid-hook leaves it to the next one, so none is lost (one may be delivered
-        # twice, the first time interrupted).
-        with self._lock:
-            if self._machine.transitions:
-                return self._machine.transitions[0]
-            self._dispatching = False
-            return None
-
-    def _delivered(self) -> None:
-        with self._lock:
-            self._machine.transitions.popleft()
-
-    def _step_down(self) -> None:
-        with self._lock:
-            self._dispatching = False
-
-    def _warn_hook_failed(self) -> None:
-        logger.warning(
-            "on_transition hook for circuit %r raised; ignoring", self.name, exc_info=True
-        )
-
-    async def _adispatch(self) -> None:
-        if not self._claim_dispatch():
-            return
-        hook = self._on_transition
-        try:
-            while (transition := self._next_transition()) is not None:
-                if hook is not None:
-                    try:
-                        await hook.acall(transition)
-                    except Exception:
-                        self._warn_hook_failed()
-                self._delivered()
-        except BaseException:
-            self._step_down()  # cancelled mid-hook: the next caller fires the rest
-            raise
 
     async def _arejected(self, reject: Reject, args: Any, kwargs: Any) -> Any:
         if self._on_circuit_open is None:
@@ -539,12 +386,16 @@ class CircuitBreaker:
         the rest of the fast path in their own frame rather than through ``call``, so
         that each suspension of a request does not resume through more frames.
         """
-        await self._arecord(ADMIT_CLOSED, Outcome.FAILURE if exc is None else self._classify(exc))
+        await self._flows.arun(
+            self._flows.record(
+                ADMIT_CLOSED, Outcome.FAILURE if exc is None else self._classify(exc)
+            )
+        )
 
     async def _acall_slow(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         if self._disabled:
             return await fn(*args, **kwargs)
-        decision = await self._aadmit()
+        decision = await self._flows.arun(self._flows.admit())
         if isinstance(decision, Reject):
             return await self._arejected(decision, args, kwargs)
         try:
@@ -552,7 +403,7 @@ class CircuitBreaker:
             if not inspect.isawaitable(awaitable):
                 raise _not_awaitable(fn, awaitable)
         except BaseException:
-            await self._arelease(decision)  # nothing reached the downstream
+            await self._flows.arun(self._flows.release(decision))  # nothing reached the downstream
             raise
         timeout = self._call_timeout
         timed_out = False
@@ -564,26 +415,26 @@ class CircuitBreaker:
                     result = await awaitable
                 timed_out = scope.cancelled_caught
         except BaseException as exc:
-            await self._arecord(decision, self._classify(exc))
+            await self._flows.arun(self._flows.record(decision, self._classify(exc)))
             raise
         if timed_out:
-            await self._arecord(decision, Outcome.FAILURE)
+            await self._flows.arun(self._flows.record(decision, Outcome.FAILURE))
             raise self._timeout_error()
         outcome = Outcome.SUCCESS if self._result_predicate is None else self._judge(result)
-        await self._arecord(decision, outcome)
+        await self._flows.arun(self._flows.record(decision, outcome))
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
         monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
         if monotonic() < self._machine.fast_deadline or self._disabled:
             return self
-        decision = await self._aadmit()
+        decision = await self._flows.arun(self._flows.admit())
         if isinstance(decision, Reject):
             raise CircuitBreakerOpenError(decision.circuit, decision.retry_after)
         try:
             self._push_entry(decision, with_timeout_scope=True)
         except BaseException:
-            await self._arelease(decision)
+            await self._flows.arun(self._flows.release(decision))
             raise
         return self
 
@@ -601,7 +452,7 @@ class CircuitBreaker:
             if exc is None:
                 self._machine.failures = 0
             elif not self._disabled:
-                await self._arecord(ADMIT_CLOSED, self._classify(exc))
+                await self._flows.arun(self._flows.record(ADMIT_CLOSED, self._classify(exc)))
             return
         timed_out = False
         if entry.scope is not None:
@@ -611,10 +462,10 @@ class CircuitBreaker:
             entry.scope.__exit__(exc_type, exc, tb)
             timed_out = entry.scope.cancelled_caught
         if timed_out:
-            await self._arecord(entry.admitted, Outcome.FAILURE)
+            await self._flows.arun(self._flows.record(entry.admitted, Outcome.FAILURE))
             raise self._timeout_error() from None
         outcome = Outcome.SUCCESS if exc is None else self._classify(exc)
-        await self._arecord(entry.admitted, outcome)
+        await self._flows.arun(self._flows.record(entry.admitted, outcome))
 
     def _push_entry(self, admitted: Admit, *, with_timeout_scope: bool) -> None:
         # Only admissions whose exit needs more than "closed, no timeout" are tracked,
@@ -625,7 +476,7 @@ class CircuitBreaker:
         if self._call_timeout is not None and with_timeout_scope:
             scope = anyio.move_on_after(self._call_timeout)
             scope.__enter__()
-        with self._lock:
+        with self._flows.lock:
             self._open_entry_count += 1
         parent = _open_entries.get()
         _open_entries.set(_Entry(self, admitted, self._monotonic(), scope, parent))
@@ -641,102 +492,11 @@ class CircuitBreaker:
             _open_entries.set(entry.parent)
         else:
             previous.parent = entry.parent
-        with self._lock:
+        with self._flows.lock:
             self._open_entry_count -= 1
         return entry
 
     # -- the sync shim ---------------------------------------------------------------
-
-    def _read_sync(self) -> bool:
-        ops = self._store._blocking_ops()
-        if ops is None:
-            return run_blocking(self._arefresh)
-        started = self._machine.writes_seen
-        record = self._gateway.read_blocking(ops)
-        if isinstance(record, StoreFailed):
-            return False
-        with self._lock:
-            self._machine.on_read(record, self._monotonic(), started=started)
-        return True
-
-    def _elect_sync(self, write: Election) -> Admit | Reject:
-        ops = self._store._blocking_ops()
-        if ops is None:
-            elected, interrupted = complete_blocking(functools.partial(self._aelect, write))
-            if interrupted is not None:
-                self._release_sync(elected)
-                raise interrupted
-            return elected
-        result: WriteResult | None = None
-        try:
-            result = self._gateway.write_blocking(ops, write)
-        finally:
-            with self._lock:
-                elected = self._machine.on_election(write, result, self._monotonic())
-        return elected
-
-    def _apply_sync(self, write: Followup) -> None:
-        ops = self._store._blocking_ops()
-        if ops is None:
-            _, interrupted = complete_blocking(functools.partial(self._aapply, write))
-            if interrupted is not None:
-                raise interrupted
-            return
-        result: WriteResult | None = None
-        try:
-            result = self._gateway.write_blocking(ops, write)
-        finally:
-            with self._lock:
-                self._machine.on_write(write, result, self._monotonic())
-
-    def _admit_sync(self) -> Admit | Reject:
-        machine = self._machine
-        refreshed = False
-        while True:
-            with self._lock:
-                decision = machine.admit(self._monotonic(), self._time(), refreshed=refreshed)
-            if decision is REFRESH:
-                if not self._read_sync():
-                    return ADMIT_CLOSED
-                refreshed = True
-                continue
-            if isinstance(decision, Election):
-                elected = self._elect_sync(decision)
-                try:
-                    self._dispatch_sync()
-                except BaseException:
-                    self._release_sync(elected)  # the call will not run: give it back
-                    raise
-                return elected
-            return cast(Admit | Reject, decision)
-
-    def _release_sync(self, admitted: Admit | Reject) -> None:
-        if isinstance(admitted, Admit) and admitted.probe_owner is not None:
-            self._record_sync(admitted, Outcome.IGNORED)
-
-    def _record_sync(self, admitted: Admit, outcome: Outcome) -> None:
-        with self._lock:
-            write = self._machine.on_outcome(admitted, outcome, self._time())
-        if write is None:
-            return
-        self._apply_sync(write)
-        self._dispatch_sync()
-
-    def _dispatch_sync(self) -> None:
-        if not self._claim_dispatch():
-            return
-        hook = self._on_transition
-        try:
-            while (transition := self._next_transition()) is not None:
-                if hook is not None:
-                    try:
-                        hook.call_sync(transition)
-                    except Exception:
-                        self._warn_hook_failed()
-                self._delivered()
-        except BaseException:
-            self._step_down()
-            raise
 
     def _rejected_sync(self, reject: Reject, args: Any, kwargs: Any) -> Any:
         if self._on_circuit_open is None:
@@ -746,7 +506,7 @@ class CircuitBreaker:
     def _call_sync_slow(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         if self._disabled:
             return fn(*args, **kwargs)
-        decision = self._admit_sync()
+        decision = self._flows.run(self._flows.admit())
         if isinstance(decision, Reject):
             return self._rejected_sync(decision, args, kwargs)
         timeout = self._call_timeout
@@ -754,10 +514,10 @@ class CircuitBreaker:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._record_sync(decision, self._classify(exc))
+            self._flows.run(self._flows.record(decision, self._classify(exc)))
             raise
         if inspect.isawaitable(result):
-            self._release_sync(decision)
+            self._flows.run(self._flows.release(decision))
             raise _returned_awaitable(fn, result)
         # A blocking call cannot be cancelled: one that overran counts as a failure,
         # but its result is not thrown away.
@@ -767,20 +527,20 @@ class CircuitBreaker:
             outcome = self._judge(result)
         else:
             outcome = Outcome.SUCCESS
-        self._record_sync(decision, outcome)
+        self._flows.run(self._flows.record(decision, outcome))
         return result
 
     def __enter__(self) -> CircuitBreaker:
         monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
         if monotonic() < self._machine.fast_deadline or self._disabled:
             return self
-        decision = self._admit_sync()
+        decision = self._flows.run(self._flows.admit())
         if isinstance(decision, Reject):
             raise CircuitBreakerOpenError(decision.circuit, decision.retry_after)
         try:
             self._push_entry(decision, with_timeout_scope=False)
         except BaseException:
-            self._release_sync(decision)
+            self._flows.run(self._flows.release(decision))
             raise
         return self
 
@@ -798,7 +558,7 @@ class CircuitBreaker:
             if exc is None:
                 self._machine.failures = 0
             elif not self._disabled:
-                self._record_sync(ADMIT_CLOSED, self._classify(exc))
+                self._flows.run(self._flows.record(ADMIT_CLOSED, self._classify(exc)))
             return
         if exc is not None:
             outcome = self._classify(exc)
@@ -808,7 +568,7 @@ class CircuitBreaker:
             outcome = Outcome.FAILURE
         else:
             outcome = Outcome.SUCCESS
-        self._record_sync(entry.admitted, outcome)
+        self._flows.run(self._flows.record(entry.admitted, outcome))
 
     # -- decorator -------------------------------------------------------------------
 
@@ -869,7 +629,7 @@ class CircuitBreaker:
     def _wrap_sync(self, fn: Callable[P, T]) -> Callable[P, T]:
         machine = self._machine
         monotonic = self._monotonic
-        record = self._record_sync
+        flows = self._flows
         classify = self._classify
         judge = None if self._result_predicate is None else self._judge
         slow = self._call_sync_slow
@@ -881,12 +641,12 @@ class CircuitBreaker:
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
-                    record(ADMIT_CLOSED, classify(exc))
+                    flows.run(flows.record(ADMIT_CLOSED, classify(exc)))
                     raise
                 if type(result) is coroutine_type:  # a plain wrapper of an async def
                     raise _returned_awaitable(fn, result)
                 if judge is not None and judge(result) is Outcome.FAILURE:
-                    record(ADMIT_CLOSED, Outcome.FAILURE)
+                    flows.run(flows.record(ADMIT_CLOSED, Outcome.FAILURE))
                 else:
                     machine.failures = 0
                 return result

@@ -180,8 +180,7 @@ def test_sync_shim_with_in_memory_store_needs_no_portal(
     def no_portal(*args: Any) -> Any:
         raise AssertionError("the portal was used")
 
-    monkeypatch.setattr(portal, "run_blocking", no_portal)
-    monkeypatch.setattr("aiocircuit._breaker.run_blocking", no_portal)
+    monkeypatch.setattr(portal, "shared_portal", no_portal)  # every way to the portal
     breaker = CircuitBreaker("memory", InMemoryPersistence(), config=CONFIG, clock=clock)
     protected = breaker(fail)
     for _ in range(2):
