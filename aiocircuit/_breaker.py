@@ -375,17 +375,38 @@ class CircuitBreaker:
             return result
         return cast(T, await self._acall_slow(fn, args, kwargs))
 
+    # -- low level: the closed fast path, for integrations --------------------------
+
+    def fast_admits(self) -> bool:
+        """Low level, no I/O: whether a call may run now without admission, because the
+        circuit is closed, this process's cached record of it is fresh and no
+        ``call_timeout`` is set. An integration that wraps calls in its own frame (the
+        HTTP transports do) runs the call when this is true and reports how it ended
+        with :meth:`fast_succeeded` or :meth:`fast_failed`; otherwise it goes through
+        :meth:`call`, which admits, rejects or probes."""
+        return self._monotonic() < self._machine.fast_deadline
+
+    def fast_succeeded(self) -> None:
+        """Low level: a call run after :meth:`fast_admits` succeeded (no I/O)."""
+        self._machine.failures = 0
+
+    async def fast_failed(self, exc: BaseException | None) -> None:
+        """Low level: a call run after :meth:`fast_admits` raised ``exc`` (counted or
+        not as the configuration says), or, with ``exc`` None, returned a result that
+        counts as a failure (see :meth:`result_fails`). May trip the circuit."""
+        await self._arecord_fast_path(exc)
+
+    def result_fails(self, result: object) -> bool:
+        """Low level: whether ``result_predicate`` counts ``result`` as a failure (a
+        predicate that raises counts as a success, with a warning)."""
+        return self._result_predicate is not None and self._judge(result) is Outcome.FAILURE
+
     async def _arecord_fast_path(self, exc: BaseException | None) -> None:
         """Record the end of a call the closed fast path admitted (``monotonic() <
         machine.fast_deadline``): it raised ``exc`` or, with ``exc`` None, returned a
         result the result predicate counts as a failure. A success needs only
         ``machine.failures = 0``, which each fast path does in place: a call would cost
-        more than the rest of the path.
-
-        ``call``, ``@breaker`` and the HTTP integrations share this. The integrations run
-        the rest of the fast path in their own frame rather than through ``call``, so
-        that each suspension of a request does not resume through more frames.
-        """
+        more than the rest of the path."""
         await self._flows.arun(
             self._flows.record(
                 ADMIT_CLOSED, Outcome.FAILURE if exc is None else self._classify(exc)

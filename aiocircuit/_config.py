@@ -2,175 +2,170 @@
 
 Pydantic is used here and only here; breakers copy the values they need into plain
 attributes so that nothing on the per-call path touches a model.
+
+The rules live on the fields, as pydantic constraints: strict numbers (``True`` is not
+a threshold of 1, ``"30"`` is not 30 seconds), finite seconds, bounds. Validators remain
+only for what constraints cannot say: a lone exception class stands for a one-element
+tuple, a predicate must not be async, and some fields exclude others. Pydantic's
+``ValidationError`` becomes one :class:`CircuitBreakerConfigError` naming the field and
+what it allows, and copies made with ``model_copy(update=...)`` are validated too (by
+default pydantic trusts the update).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
-from typing import Any
+import copy
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from ._errors import CircuitBreakerConfigError
 from ._hooks import is_async_callable
 
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+    from typing_extensions import Self
+
 ExceptionTypes = tuple[type[Exception], ...]
 
 
-def _positive_int(field: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CircuitBreakerConfigError(field, f"must be an integer >= 1, got {value!r}")
-    return value
+def _one_or_many(value: object) -> object:
+    # A lone class stands for a one-element tuple; pydantic checks the rest.
+    return (value,) if isinstance(value, type) else value
 
 
-def _seconds(field: str, value: object, *, minimum: float, inclusive: bool) -> float:
-    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-    problem = f"must be a finite number of seconds {bound}, got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CircuitBreakerConfigError(field, problem)
-    seconds = float(value)
-    too_small = seconds < minimum if inclusive else seconds <= minimum
-    if not math.isfinite(seconds) or too_small:
-        raise CircuitBreakerConfigError(field, problem)
-    return seconds
+def _synchronous(predicate: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    if is_async_callable(predicate):
+        raise ValueError("must be a plain function (it runs on every call's outcome), not async")
+    return predicate
 
 
-def _exception_types(field: str, value: object) -> ExceptionTypes | None:
-    if value is None:
-        return None
-    if isinstance(value, type):
-        items: list[object] = [value]
-    elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise CircuitBreakerConfigError(
-            field,
-            f"must be an Exception subclass or an iterable of Exception subclasses, got {value!r}",
-        )
-    else:
-        items = list(value)
-    if not items:
-        raise CircuitBreakerConfigError(field, "must contain at least one exception type")
-    for item in items:
-        if not (isinstance(item, type) and issubclass(item, Exception)):
-            raise CircuitBreakerConfigError(
-                field, f"must contain only Exception subclasses, got {item!r}"
-            )
-    return tuple(items)  # type: ignore[arg-type]  # every item checked above
+# Any non-string iterable of Exception subclasses (or one subclass), at least one.
+_Exceptions = Annotated[ExceptionTypes, BeforeValidator(_one_or_many), Field(min_length=1)]
+# Predicates run inline on every outcome, so they cannot be awaited.
+_FailurePredicate = Annotated[Callable[[Exception], bool], AfterValidator(_synchronous)]
+_ResultPredicate = Annotated[Callable[[Any], bool], AfterValidator(_synchronous)]
 
-
-def _predicate(field: str, value: object) -> Callable[[Any], bool] | None:
-    if value is None:
-        return None
-    if not callable(value):
-        raise CircuitBreakerConfigError(field, f"must be a callable returning bool, got {value!r}")
-    if is_async_callable(value):
-        raise CircuitBreakerConfigError(
-            field, "must be a plain function (it runs on every call's outcome), not async"
-        )
-    return value
+# What a field allows, by pydantic error type, for the fields that are not numbers.
+_PROBLEMS = {
+    "tuple_type": "must be an Exception subclass or an iterable of Exception subclasses",
+    "is_subclass_of": "must contain only Exception subclasses",
+    "too_short": "must contain at least one exception type",
+    "callable_type": "must be a callable returning bool",
+}
 
 
 class CircuitBreakerConfig(BaseModel):
     """How a circuit trips and recovers. Frozen; invalid values raise
-    :class:`CircuitBreakerConfigError` naming the field.
+    :class:`CircuitBreakerConfigError` naming the field, also from
+    ``model_copy(update=...)``.
 
     The first six fields carry the names and defaults of Powertools' circuit breaker.
 
+    Every number of seconds is finite and may be given as an ``int``; it is stored as a
+    ``float``. ``bool`` is refused wherever a number is expected.
+
     Attributes:
         failure_threshold: consecutive counted failures in one process that open the
-            circuit.
-        success_threshold: consecutive successful probes that close it again.
+            circuit. An integer, at least 1.
+        success_threshold: consecutive successful probes that close it again. An
+            integer, at least 1.
         recovery_timeout: seconds a circuit stays open before one probe may run; also
             the length of a probe lease. At least 1: stores keep whole Unix seconds, so
             a probe may start up to one second before the full timeout has passed.
         handled_exceptions: only these exception types count as failures (one type or
-            an iterable of types).
+            an iterable of types, at least one).
         ignored_exceptions: every ``Exception`` except these counts as a failure.
             Mutually exclusive with ``handled_exceptions``.
         local_cache_max_age: seconds a process may act on its cached copy of the stored
             state before reading the store again (0 reads on every call).
-        call_timeout: seconds a call may run before it is cancelled, raises
-            ``TimeoutError`` and counts as a failure; ``None`` for no limit.
-        store_timeout: seconds a store operation may take before it is abandoned and
-            the call fails open.
+        call_timeout: seconds (more than 0) a call may run before it is cancelled,
+            raises ``TimeoutError`` and counts as a failure; ``None`` for no limit.
+        store_timeout: seconds (more than 0) a store operation may take before it is
+            abandoned and the call fails open.
         failure_predicate: ``failure_predicate(exc) -> bool`` decides whether an
             ``Exception`` counts as a failure, instead of the exception lists (which
-            must then be unset).
+            must then be unset). A plain function, not async.
         result_predicate: ``result_predicate(value) -> bool`` makes a returned value
             count as a failure when it returns true (an HTTP 503 response, say); the
             value is still returned to the caller. Applies to the decorator and
-            ``call()`` forms, which see the value.
+            ``call()`` forms, which see the value. A plain function, not async.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    failure_threshold: int = 5
-    success_threshold: int = 3
-    recovery_timeout: float = 30.0
-    handled_exceptions: ExceptionTypes | None = None
-    ignored_exceptions: ExceptionTypes | None = None
-    local_cache_max_age: float = 5.0
-    call_timeout: float | None = None
-    store_timeout: float = 1.0
-    failure_predicate: Callable[[Exception], bool] | None = None
-    result_predicate: Callable[[Any], bool] | None = None
+    failure_threshold: int = Field(5, strict=True, ge=1)
+    success_threshold: int = Field(3, strict=True, ge=1)
+    # Stores keep whole seconds (Powertools' item layout): a shorter recovery timeout
+    # could not be told apart from none at all.
+    recovery_timeout: float = Field(30.0, strict=True, allow_inf_nan=False, ge=1)
+    handled_exceptions: _Exceptions | None = None
+    ignored_exceptions: _Exceptions | None = None
+    local_cache_max_age: float = Field(5.0, strict=True, allow_inf_nan=False, ge=0)
+    call_timeout: float | None = Field(None, strict=True, allow_inf_nan=False, gt=0)
+    store_timeout: float = Field(1.0, strict=True, allow_inf_nan=False, gt=0)
+    failure_predicate: _FailurePredicate | None = None
+    result_predicate: _ResultPredicate | None = None
 
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            # Our validators raise CircuitBreakerConfigError; pydantic wraps it. Unwrap so
-            # users see one clear error naming the field, with pydantic's detail chained.
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"]) or "config"
-            cause = error.get("ctx", {}).get("error")
-            if isinstance(cause, CircuitBreakerConfigError):
-                raise cause from None
-            if error["type"] == "extra_forbidden":
-                allowed = ", ".join(type(self).model_fields)
-                raise CircuitBreakerConfigError(
-                    field, f"is not a configuration field; allowed: {allowed}"
-                ) from None
-            raise CircuitBreakerConfigError(field, error["msg"]) from exc
+            raise self._config_error(exc.errors()[0]) from None
 
-    @field_validator("failure_threshold", "success_threshold", mode="before")
     @classmethod
-    def _check_thresholds(cls, value: object, info: Any) -> int:
-        return _positive_int(info.field_name, value)
+    def _config_error(cls, error: ErrorDetails) -> CircuitBreakerConfigError:
+        """Pydantic's first error as one error naming the field and what it allows."""
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, CircuitBreakerConfigError):
+            return cause  # from the model validator, which names the field itself
+        loc = error["loc"]
+        field = str(loc[0]) if loc else "config"
+        got = f", got {error['input']!r}"
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(cls.model_fields)
+            return CircuitBreakerConfigError(
+                field, f"is not a configuration field; allowed: {allowed}"
+            )
+        if error["type"] == "value_error" and cause is not None:
+            return CircuitBreakerConfigError(field, str(cause))  # from a field validator
+        if error["type"] == "too_short":
+            return CircuitBreakerConfigError(field, _PROBLEMS["too_short"])
+        if field in cls.model_fields and (number := cls._allowed_number(field)) is not None:
+            return CircuitBreakerConfigError(field, f"must be {number}{got}")
+        if error["type"] in _PROBLEMS:
+            return CircuitBreakerConfigError(field, _PROBLEMS[error["type"]] + got)
+        return CircuitBreakerConfigError(field, f"{error['msg']}{got}")
 
-    @field_validator("recovery_timeout", mode="before")
     @classmethod
-    def _check_recovery_timeout(cls, value: object, info: Any) -> float:
-        # Stores keep whole seconds (Powertools' item layout): a shorter recovery
-        # timeout could not be told apart from none at all.
-        return _seconds(info.field_name, value, minimum=1, inclusive=True)
-
-    @field_validator("store_timeout", mode="before")
-    @classmethod
-    def _check_store_timeout(cls, value: object, info: Any) -> float:
-        return _seconds(info.field_name, value, minimum=0, inclusive=False)
-
-    @field_validator("local_cache_max_age", mode="before")
-    @classmethod
-    def _check_cache_age(cls, value: object, info: Any) -> float:
-        return _seconds(info.field_name, value, minimum=0, inclusive=True)
-
-    @field_validator("call_timeout", mode="before")
-    @classmethod
-    def _check_call_timeout(cls, value: object, info: Any) -> float | None:
-        if value is None:
+    def _allowed_number(cls, field: str) -> str | None:
+        """``"an integer >= 1"``, ``"a finite number of seconds > 0 or None"``, ...: read
+        off the field's declaration, so that the message cannot drift from the rule."""
+        info = cls.model_fields[field]
+        types = get_args(info.annotation) or (info.annotation,)
+        if int in types:
+            words = ["an integer"]
+        elif float in types:
+            words = ["a finite number of seconds"]
+        else:
             return None
-        return _seconds(info.field_name, value, minimum=0, inclusive=False)
-
-    @field_validator("handled_exceptions", "ignored_exceptions", mode="before")
-    @classmethod
-    def _check_exceptions(cls, value: object, info: Any) -> ExceptionTypes | None:
-        return _exception_types(info.field_name, value)
-
-    @field_validator("failure_predicate", "result_predicate", mode="before")
-    @classmethod
-    def _check_predicates(cls, value: object, info: Any) -> Callable[[Any], bool] | None:
-        return _predicate(info.field_name, value)
+        for constraint in info.metadata:
+            for attribute, symbol in (("ge", ">="), ("gt", ">")):
+                bound = getattr(constraint, attribute, None)
+                if isinstance(bound, (int, float)):
+                    words.append(f"{symbol} {bound:g}")
+        if type(None) in types:
+            words.append("or None")
+        return " ".join(words)
 
     @model_validator(mode="after")
     def _check_exclusive(self) -> CircuitBreakerConfig:
@@ -188,14 +183,14 @@ class CircuitBreakerConfig(BaseModel):
             )
         return self
 
-    def counts_as_failure(self, exc: BaseException) -> bool:
-        """Whether ``exc`` counts as a failure under this configuration."""
-        if not isinstance(exc, Exception):
-            return False
-        if self.failure_predicate is not None:
-            return bool(self.failure_predicate(exc))
-        if self.handled_exceptions is not None:
-            return isinstance(exc, self.handled_exceptions)
-        if self.ignored_exceptions is not None:
-            return not isinstance(exc, self.ignored_exceptions)
-        return True
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy of this config; with ``update``, a new config built from this one's
+        fields and ``update`` and validated like any other (pydantic's own
+        ``model_copy`` stores updated values unchecked), so an invalid update raises
+        :class:`CircuitBreakerConfigError`. ``deep`` deep-copies the values kept."""
+        if not update:
+            return super().model_copy(deep=deep)
+        kept = {name: getattr(self, name) for name in self.model_fields_set - update.keys()}
+        if deep:
+            kept = copy.deepcopy(kept)
+        return type(self)(**kept, **update)

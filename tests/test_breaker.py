@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import anyio
@@ -27,6 +28,13 @@ from aiocircuit.testing import FakeClock
 from .stores import InstrumentedStore
 
 pytestmark = pytest.mark.anyio
+
+
+def state_of(breaker: CircuitBreaker) -> CircuitState:
+    """``breaker.state``, read through a call: after ``assert breaker.state is X``, mypy
+    takes ``breaker.state`` to stay X, even across the calls that change it."""
+    return breaker.state
+
 
 FAST = CircuitBreakerConfig(
     failure_threshold=3, success_threshold=2, recovery_timeout=10, local_cache_max_age=1
@@ -107,7 +115,7 @@ async def test_threshold_failure_trips_and_raises_original(clock: FakeClock) -> 
     downstream.error = ConnectionError("still down")
     with pytest.raises(ConnectionError, match="still down"):
         await breaker.call(downstream)
-    assert breaker.state is CircuitState.OPEN
+    assert state_of(breaker) is CircuitState.OPEN
     assert store.calls["trip"] == 1
     assert events == [
         CircuitTransition("payments", CircuitState.CLOSED, CircuitState.OPEN, 1_800_000_000)
@@ -161,7 +169,8 @@ async def test_on_circuit_open_decides_the_result(clock: FakeClock, flavour: str
     await trip(breaker, downstream)
 
     async def send(order: str, *, priority: int) -> str:
-        return await downstream(order)
+        answer: str = await downstream(order)
+        return answer
 
     assert await breaker.call(send, "o-1", priority=2) == "queued o-1"
     assert seen == [("o-1", 2, CircuitState.OPEN)]
@@ -192,7 +201,7 @@ async def test_full_recovery_cycle(clock: FakeClock) -> None:
     assert await breaker.call(downstream, "probe-1") == "probe-1"
     assert breaker.state is CircuitState.HALF_OPEN
     assert await breaker.call(downstream, "probe-2") == "probe-2"
-    assert breaker.state is CircuitState.CLOSED
+    assert state_of(breaker) is CircuitState.CLOSED
     assert [(e.from_state, e.to_state) for e in events] == [
         (CircuitState.CLOSED, CircuitState.OPEN),
         (CircuitState.OPEN, CircuitState.HALF_OPEN),
@@ -225,7 +234,7 @@ async def test_probe_failure_reopens_with_fresh_opened_at(clock: FakeClock) -> N
         await breaker.call(downstream)
     clock.advance(1)
     await breaker.call(downstream)
-    assert breaker.state is CircuitState.HALF_OPEN
+    assert state_of(breaker) is CircuitState.HALF_OPEN
 
 
 async def test_vanished_lease_holder_is_taken_over(clock: FakeClock) -> None:
@@ -273,7 +282,7 @@ async def test_handled_exceptions_allowlist(clock: FakeClock) -> None:
             await breaker.call(downstream)
     assert breaker.state is CircuitState.CLOSED
     await trip(breaker, downstream)
-    assert breaker.state is CircuitState.OPEN
+    assert state_of(breaker) is CircuitState.OPEN
 
 
 async def test_ignored_exceptions_denylist(clock: FakeClock) -> None:
@@ -380,7 +389,7 @@ async def test_async_with_records_outcomes(clock: FakeClock) -> None:
     for _ in range(2):
         async with breaker:
             pass
-    assert breaker.state is CircuitState.CLOSED
+    assert state_of(breaker) is CircuitState.CLOSED
 
 
 async def test_async_with_under_call_timeout(clock: FakeClock) -> None:
@@ -440,7 +449,7 @@ async def test_plain_wrapper_returning_a_coroutine_raises_type_error(clock: Fake
     downstream = Downstream()
 
     @breaker
-    def wrapper() -> Any:
+    def wrapper() -> Awaitable[Any]:
         return downstream()
 
     for _ in range(2):
@@ -484,14 +493,14 @@ async def test_arguments_that_do_not_bind_never_count(clock: FakeClock) -> None:
 
     protected = breaker(fetch)
     with pytest.raises(TypeError):
-        await breaker.call(fetch, 1, 2)  # type: ignore[call-arg]
+        await breaker.call(fetch, 1, 2)  # type: ignore[call-arg, arg-type]
     with pytest.raises(TypeError):
         await protected(unknown=1)  # type: ignore[call-arg]
     assert breaker.state is CircuitState.CLOSED
     await trip(breaker, Downstream(), times=1)
     clock.advance(config.recovery_timeout)
     with pytest.raises(TypeError):
-        await protected(1, 2)  # type: ignore[call-arg]
+        await protected(1, 2)  # type: ignore[call-arg, arg-type]
     assert await protected("o-1") == "o-1"  # the probe runs at once: nothing held
     assert breaker.state is CircuitState.CLOSED
 
@@ -569,3 +578,24 @@ async def test_kill_switch(clock: FakeClock, monkeypatch: pytest.MonkeyPatch, ca
     record = await store.read("payments")
     assert record is not None
     assert (record.state, record.failure_count) == (CircuitState.OPEN, 3)  # untouched
+
+
+async def test_low_level_fast_path_protocol(clock: FakeClock) -> None:
+    """The public low-level API integrations use: fast_admits() is false until the
+    circuit is known closed and fresh, true then; fast_failed() counts like a failed
+    call (tripping at the threshold), fast_succeeded() resets the streak, and
+    result_fails() applies the result predicate."""
+    config = CircuitBreakerConfig(failure_threshold=2, result_predicate=lambda r: r == 503)
+    breaker = make(clock, config=config)
+    assert not breaker.fast_admits()  # nothing read yet
+    assert await breaker.call(Downstream()) == "ok"
+    assert breaker.fast_admits()
+    assert breaker.result_fails(503)
+    assert not breaker.result_fails(200)
+    await breaker.fast_failed(ConnectionError("down"))
+    breaker.fast_succeeded()
+    await breaker.fast_failed(None)  # a result counted as a failure
+    assert breaker.state is CircuitState.CLOSED  # the success broke the streak
+    await breaker.fast_failed(ConnectionError("down"))
+    assert breaker.state is CircuitState.OPEN
+    assert not breaker.fast_admits()

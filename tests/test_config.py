@@ -38,6 +38,7 @@ def test_defaults_match_powertools() -> None:
         ("failure_threshold", 2.5),
         ("failure_threshold", True),
         ("failure_threshold", "5"),
+        ("failure_threshold", 5.0),
         ("success_threshold", 0),
         ("success_threshold", None),
         ("recovery_timeout", 0),
@@ -46,17 +47,22 @@ def test_defaults_match_powertools() -> None:
         ("recovery_timeout", math.inf),
         ("recovery_timeout", math.nan),
         ("recovery_timeout", "30"),
+        ("recovery_timeout", True),
         ("local_cache_max_age", -0.5),
         ("local_cache_max_age", math.inf),
         ("call_timeout", 0),
         ("call_timeout", -1),
+        ("call_timeout", math.inf),
+        ("call_timeout", True),
         ("store_timeout", 0),
         ("store_timeout", None),
+        ("store_timeout", math.nan),
         ("handled_exceptions", "ValueError"),
         ("handled_exceptions", []),
         ("handled_exceptions", [ValueError, 3]),
         ("handled_exceptions", int),
         ("handled_exceptions", KeyboardInterrupt),
+        ("handled_exceptions", [ValueError, KeyboardInterrupt]),
         ("ignored_exceptions", 42),
         ("ignored_exceptions", ()),
         ("failure_predicate", "timeout"),
@@ -72,6 +78,35 @@ def test_invalid_value_names_the_field(field: str, value: Any) -> None:
     assert str(caught.value).startswith(f"{field}: ")
     assert isinstance(caught.value, ValueError)
     assert isinstance(caught.value, CircuitBreakerError)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("failure_threshold", 0, "must be an integer >= 1, got 0"),
+        ("success_threshold", True, "must be an integer >= 1, got True"),
+        ("recovery_timeout", 0.5, "must be a finite number of seconds >= 1, got 0.5"),
+        ("recovery_timeout", math.nan, "must be a finite number of seconds >= 1, got nan"),
+        ("local_cache_max_age", -1, "must be a finite number of seconds >= 0, got -1"),
+        ("call_timeout", "2", "must be a finite number of seconds > 0 or None, got '2'"),
+        ("store_timeout", -1, "must be a finite number of seconds > 0, got -1"),
+        (
+            "handled_exceptions",
+            "ValueError",
+            "must be an Exception subclass or an iterable of Exception subclasses, "
+            "got 'ValueError'",
+        ),
+        ("handled_exceptions", [ValueError, 3], "must contain only Exception subclasses, got 3"),
+        ("ignored_exceptions", [], "must contain at least one exception type"),
+        ("failure_predicate", 503, "must be a callable returning bool, got 503"),
+    ],
+)
+def test_error_says_what_is_allowed(field: str, value: Any, problem: str) -> None:
+    """The message states the rule and the value given, not pydantic's wording."""
+    with pytest.raises(CircuitBreakerConfigError) as caught:
+        CircuitBreakerConfig(**{field: value})
+    assert caught.value.problem == problem
+    assert str(caught.value) == f"{field}: {problem}"
 
 
 def test_exception_lists_are_mutually_exclusive() -> None:
@@ -148,3 +183,50 @@ def test_failure_predicate_excludes_class_lists() -> None:
     with pytest.raises(CircuitBreakerConfigError) as caught:
         CircuitBreakerConfig(failure_predicate=bool, ignored_exceptions=KeyError)
     assert caught.value.field == "failure_predicate"
+
+
+def test_copy_with_update_is_validated() -> None:
+    """model_copy(update=...) validates like the constructor (pydantic's own does not)."""
+    config = CircuitBreakerConfig(failure_threshold=2)
+    with pytest.raises(CircuitBreakerConfigError) as caught:
+        config.model_copy(update={"failure_threshold": 0})
+    assert caught.value.field == "failure_threshold"
+    with pytest.raises(CircuitBreakerConfigError) as caught:
+        config.model_copy(update={"failure_treshold": 3})
+    assert caught.value.field == "failure_treshold"
+    with pytest.raises(CircuitBreakerConfigError, match="mutually exclusive"):
+        config.model_copy(update={"handled_exceptions": KeyError, "ignored_exceptions": OSError})
+    assert config.failure_threshold == 2
+
+
+def test_copy_with_update_normalises_and_keeps_the_rest() -> None:
+    """A valid update is normalised like a constructor argument; the other fields, and
+    which fields were set, carry over."""
+    config = CircuitBreakerConfig(failure_threshold=2, handled_exceptions=KeyError)
+    copied = config.model_copy(update={"recovery_timeout": 10, "ignored_exceptions": None})
+    assert copied.recovery_timeout == 10.0
+    assert isinstance(copied.recovery_timeout, float)
+    assert (copied.failure_threshold, copied.handled_exceptions) == (2, (KeyError,))
+    assert copied.model_fields_set == {
+        "failure_threshold",
+        "handled_exceptions",
+        "recovery_timeout",
+        "ignored_exceptions",
+    }
+    assert config.model_copy() == config
+    assert config.model_copy(update={}, deep=True) == config
+
+
+def test_deep_copy_with_update() -> None:
+    """deep=True copies the kept values; the updated ones are taken as given."""
+
+    class Predicate:
+        def __call__(self, value: object) -> bool:
+            return False
+
+    predicate, replacement = Predicate(), Predicate()
+    config = CircuitBreakerConfig(result_predicate=predicate, failure_predicate=bool)
+    copied = config.model_copy(update={"failure_predicate": replacement}, deep=True)
+    assert copied.failure_predicate is replacement
+    assert isinstance(copied.result_predicate, Predicate)
+    assert copied.result_predicate is not predicate

@@ -20,7 +20,6 @@ from .._clock import Clock
 from .._config import CircuitBreakerConfig
 from .._errors import CircuitBreakerConfigError, CircuitBreakerOpenError
 from .._hooks import Hook
-from .._state import Outcome
 from ..persistence._base import PersistenceStore
 
 E = TypeVar("E")
@@ -87,35 +86,34 @@ def http_config(
         raise CircuitBreakerConfigError(
             "config", f"must be a CircuitBreakerConfig, got {type(config).__name__}"
         )
-    cls = type(config)
-    fields = {name: getattr(config, name) for name in cls.model_fields}
+    update: dict[str, Any] = {}
     if config.failure_predicate is None:
-        fields["failure_predicate"] = CountedExceptions(
+        update["failure_predicate"] = CountedExceptions(
             transport_errors + (config.handled_exceptions or ()),
             config.ignored_exceptions or (),
         )
-        fields["handled_exceptions"] = None
-        fields["ignored_exceptions"] = None
+        update["handled_exceptions"] = None
+        update["ignored_exceptions"] = None
     if config.result_predicate is None:
-        fields["result_predicate"] = is_failure_response
-    return cls(**fields)
+        update["result_predicate"] = is_failure_response
+    return config.model_copy(update=update)  # validated, like any config
 
 
 def fast_path_failed(
     breaker: CircuitBreaker, response: object, status: int, judge_by_status: bool
 ) -> bool:
     """Whether a response the closed fast path let through counts as a failure, which
-    the caller then records (``breaker._arecord_fast_path(None)``); a success resets
-    the failure streak here, as ``CircuitBreaker.call``'s fast path does.
+    the caller then records (``await breaker.fast_failed(None)``); a success is
+    recorded here (``breaker.fast_succeeded()``).
 
     ``judge_by_status``: the config's result rule is the built-in ``status >= 500``,
     tested inline; a user's ``result_predicate`` goes through the breaker, which
     survives one that raises.
     """
-    failed = status >= 500 if judge_by_status else breaker._judge(response) is Outcome.FAILURE
+    failed = status >= 500 if judge_by_status else breaker.result_fails(response)
     if failed:
         return True
-    breaker._machine.failures = 0
+    breaker.fast_succeeded()
     return False
 
 

@@ -196,18 +196,18 @@ class CircuitBreakerMiddleware:
             # handler here rather than through call and _send spares resuming through
             # those two frames at every suspension of the exchange. Measurable against
             # the ~100 us of client CPU an aiohttp request costs; keep it to this frame.
-            if breaker._monotonic() < breaker._machine.fast_deadline:
+            if breaker.fast_admits():
                 try:
                     response = await handler(request)
                 except asyncio.CancelledError as exc:
                     counted = _TotalTimeout(exc) if _total_timeout_fired(request) else exc
-                    await breaker._arecord_fast_path(counted)  # as through _send
+                    await breaker.fast_failed(counted)  # as through _send
                     raise
                 except BaseException as exc:
-                    await breaker._arecord_fast_path(exc)
+                    await breaker.fast_failed(exc)
                     raise
                 if fast_path_failed(breaker, response, response.status, self._judge_by_status):
-                    await breaker._arecord_fast_path(None)
+                    await breaker.fast_failed(None)
                 return response
             return await breaker.call(_send, request, handler)
         except _TotalTimeout as exc:

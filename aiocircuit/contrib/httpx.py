@@ -145,16 +145,16 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
         """Send ``request`` through its circuit and the wrapped transport."""
         breaker = self._circuits.get(self._key(request))
         try:
-            # CircuitBreaker.call's closed fast path, run in this frame, as the aiohttp
-            # middleware does: one frame fewer to resume through at each suspension.
-            if breaker._monotonic() < breaker._machine.fast_deadline:
+            # The closed fast path, run in this frame, as the aiohttp middleware does: one
+            # frame fewer to resume through at each suspension than through call().
+            if breaker.fast_admits():
                 try:
                     response = await self._transport.handle_async_request(request)
                 except BaseException as exc:
-                    await breaker._arecord_fast_path(exc)
+                    await breaker.fast_failed(exc)
                     raise
                 if fast_path_failed(breaker, response, response.status_code, self._judge_by_status):
-                    await breaker._arecord_fast_path(None)
+                    await breaker.fast_failed(None)
                 return response
             return await breaker.call(self._transport.handle_async_request, request)
         except CircuitBreakerOpenError as exc:
