@@ -11,9 +11,39 @@ from __future__ import annotations
 import enum
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from .persistence._base import BlockingStoreOps, CircuitRecord, PersistenceStore, WriteResult
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class _Writer(Protocol[R_co]):
+    """The write operations as both a store (``R_co``: a coroutine of ``WriteResult``)
+    and a store's blocking twin (``R_co``: ``WriteResult``) have them."""
+
+    def trip(
+        self,
+        name: str,
+        *,
+        failure_count: int,
+        opened_at: int,
+        seen_opened_at: int | None,
+        expires_at: int,
+    ) -> R_co: ...
+    def acquire_probe(
+        self,
+        name: str,
+        *,
+        owner: str,
+        seen_opened_at: int,
+        now: float,
+        lease_expiry: int,
+        expires_at: int,
+    ) -> R_co: ...
+    def renew_probe(self, name: str, *, owner: str, lease_expiry: int, expires_at: int) -> R_co: ...
+    def close(self, name: str, *, owner: str, expires_at: int) -> R_co: ...
+    def reopen(self, name: str, *, owner: str, opened_at: int, expires_at: int) -> R_co: ...
 
 
 class WriteKind(enum.Enum):
@@ -36,9 +66,14 @@ class StoreWrite:
     seen: CircuitRecord
 
     def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        raise NotImplementedError
+        """Make this write on ``store``: the coroutine of its operation."""
+        return self._on(store, name)
 
     def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
+        """Make this write on a store's blocking twin."""
+        return self._on(ops, name)
+
+    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
         raise NotImplementedError
 
 
@@ -53,17 +88,8 @@ class Trip(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.TRIP
 
-    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        return store.trip(
-            name,
-            failure_count=self.failure_count,
-            opened_at=self.opened_at,
-            seen_opened_at=self.seen_opened_at,
-            expires_at=self.expires_at,
-        )
-
-    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
-        return ops.trip(
+    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
+        return writer.trip(
             name,
             failure_count=self.failure_count,
             opened_at=self.opened_at,
@@ -85,18 +111,8 @@ class AcquireProbe(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.ACQUIRE
 
-    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        return store.acquire_probe(
-            name,
-            owner=self.owner,
-            seen_opened_at=self.seen_opened_at,
-            now=self.now,
-            lease_expiry=self.lease_expiry,
-            expires_at=self.expires_at,
-        )
-
-    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
-        return ops.acquire_probe(
+    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
+        return writer.acquire_probe(
             name,
             owner=self.owner,
             seen_opened_at=self.seen_opened_at,
@@ -117,13 +133,8 @@ class RenewProbe(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.RENEW
 
-    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        return store.renew_probe(
-            name, owner=self.owner, lease_expiry=self.lease_expiry, expires_at=self.expires_at
-        )
-
-    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
-        return ops.renew_probe(
+    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
+        return writer.renew_probe(
             name, owner=self.owner, lease_expiry=self.lease_expiry, expires_at=self.expires_at
         )
 
@@ -139,11 +150,10 @@ class ReleaseProbe(StoreWrite):
     kind: ClassVar[WriteKind] = WriteKind.RELEASE
     lease_expiry: ClassVar[int] = 0
 
-    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        return store.renew_probe(name, owner=self.owner, lease_expiry=0, expires_at=self.expires_at)
-
-    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
-        return ops.renew_probe(name, owner=self.owner, lease_expiry=0, expires_at=self.expires_at)
+    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
+        return writer.renew_probe(
+            name, owner=self.owner, lease_expiry=0, expires_at=self.expires_at
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +165,8 @@ class Close(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.CLOSE
 
-    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        return store.close(name, owner=self.owner, expires_at=self.expires_at)
-
-    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
-        return ops.close(name, owner=self.owner, expires_at=self.expires_at)
+    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
+        return writer.close(name, owner=self.owner, expires_at=self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +179,8 @@ class Reopen(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.REOPEN
 
-    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        return store.reopen(
-            name, owner=self.owner, opened_at=self.opened_at, expires_at=self.expires_at
-        )
-
-    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
-        return ops.reopen(
+    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
+        return writer.reopen(
             name, owner=self.owner, opened_at=self.opened_at, expires_at=self.expires_at
         )
 
