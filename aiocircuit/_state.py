@@ -297,7 +297,7 @@ class CircuitStateMachine:
             if now < deadline:
                 return self._reject(deadline - now)
             # The lease lapsed by this process's clock. The takeover is fenced on the
-            # expiry seen: it applies to that lease (or an older one), never to one taken
+            # holder and the expiry seen: it applies to that lease, never to one taken
             # since, whatever this host's wall clock says.
             return self._acquire(record.opened_at or 0, record.lease_expiry, mono, wall)
         return self._reject(self.recovery_timeout)
@@ -334,6 +334,7 @@ class CircuitStateMachine:
             lease_expiry=self._lease_expiry(wall),
             expires_at=self.expires_at(wall),
             seen=self.record,
+            seen_owner=self.record.probe_owner,  # a takeover is of that holder's lease only
         )
 
     def _renew(self, mono: float, wall: float) -> RenewProbe:

@@ -40,6 +40,7 @@ class _Writer(Protocol[R_co]):
         now: float,
         lease_expiry: int,
         expires_at: int,
+        seen_owner: str | None = None,
     ) -> R_co: ...
     def renew_probe(self, name: str, *, owner: str, lease_expiry: int, expires_at: int) -> R_co: ...
     def close(self, name: str, *, owner: str, expires_at: int) -> R_co: ...
@@ -101,7 +102,7 @@ class Trip(StoreWrite):
 @dataclass(frozen=True, slots=True)
 class AcquireProbe(StoreWrite):
     """Take the probe lease: the election (OPEN since ``seen_opened_at``) or the
-    takeover of a lease that lapsed at or before ``now``."""
+    takeover of a lease that lapsed at or before ``now``, still held by ``seen_owner``."""
 
     owner: str
     seen_opened_at: int
@@ -109,6 +110,7 @@ class AcquireProbe(StoreWrite):
     lease_expiry: int
     expires_at: int
     seen: CircuitRecord
+    seen_owner: str | None = None
     kind: ClassVar[WriteKind] = WriteKind.ACQUIRE
 
     def _on(self, writer: _Writer[R_co], name: str) -> R_co:
@@ -119,6 +121,7 @@ class AcquireProbe(StoreWrite):
             now=self.now,
             lease_expiry=self.lease_expiry,
             expires_at=self.expires_at,
+            seen_owner=self.seen_owner,
         )
 
 

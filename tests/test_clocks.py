@@ -147,3 +147,38 @@ def test_absurd_stored_times_cannot_keep_a_circuit_rejecting(
         assert (await breaker.info()).state is CircuitState.CLOSED
 
     anyio.run(scenario)
+
+
+@pytest.mark.anyio
+async def test_absurd_lease_is_taken_over_by_one_process_only(clock: FakeClock) -> None:
+    """Two processes both see a lease whose expiry is absurd (1e125) lapse: the first
+    takes it over and probes; the second, fenced on the holder it saw, does not, so
+    exactly one probe reaches the downstream."""
+    store = InMemoryPersistence()
+    record = CircuitRecord(CircuitState.HALF_OPEN, 0, 1, "vanished", 10**125)
+    store._table._records["absurd"] = record
+    # A cache that outlives the wait, so the second acts on the lease it saw, as a
+    # process whose election races the first one's does.
+    config = CONFIG.model_copy(update={"local_cache_max_age": 2 * LONGEST_WAIT})
+    first, second = (CircuitBreaker("absurd", store, config=config, clock=clock) for _ in range(2))
+    downstream = Downstream()
+    release = anyio.Event()
+
+    async def slow_probe() -> str:
+        downstream.calls += 1
+        if downstream.calls == 1:  # the first probe runs until the second has tried
+            await release.wait()
+        return "ok"
+
+    for breaker in (first, second):
+        assert await attempt(breaker, downstream) is not None  # both cache the lease
+    clock.advance(LONGEST_WAIT)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first.call, slow_probe)
+        await anyio.wait_all_tasks_blocked()
+        try:
+            with pytest.raises(CircuitBreakerOpenError):
+                await second.call(slow_probe)
+        finally:
+            release.set()
+    assert downstream.calls == 1

@@ -96,6 +96,7 @@ def expected_write(current: CircuitRecord | None, write: StoreWrite) -> CircuitR
             state is HALF_OPEN
             and current.lease_expiry is not None
             and current.lease_expiry <= write.now
+            and (write.seen_owner is None or current.probe_owner == write.seen_owner)
         )
         if not (election or takeover):
             return None
@@ -491,6 +492,7 @@ class CircuitFleet(RuleBasedStateMachine):
                 # expiry of the lease seen to lapse.
                 seen_lease = proc.view.lease_expiry
                 assert decision.now == (self.wall if proc.view.state is OPEN else seen_lease)
+                assert decision.seen_owner == proc.view.probe_owner
             assert decision.lease_expiry == lease_expiry(self.wall)
             self.check_write_arguments(decision)
             if defer:

@@ -92,6 +92,7 @@ class BlockingStoreOps(Protocol):
         now: float,
         lease_expiry: int,
         expires_at: int,
+        seen_owner: str | None = None,
     ) -> WriteResult: ...
     def renew_probe(
         self, name: str, *, owner: str, lease_expiry: int, expires_at: int
@@ -142,14 +143,17 @@ class PersistenceStore(ABC):
         now: float,
         lease_expiry: int,
         expires_at: int,
+        seen_owner: str | None = None,
     ) -> WriteResult:
         """Take the probe lease: store ``HALF_OPEN`` with ``owner`` and ``lease_expiry``
         and ``failure_count`` 0, keeping ``opened_at``.
 
         Applies only if the record is ``OPEN`` with no owner and
         ``opened_at == seen_opened_at`` (the election), or ``HALF_OPEN`` with
-        ``lease_expiry <= now`` (the takeover of a lease whose holder vanished). When
-        won, ``replaced`` says which.
+        ``lease_expiry <= now`` and, when ``seen_owner`` is given, the lease still held
+        by ``seen_owner`` (the takeover of a lease whose holder vanished: fenced on the
+        holder seen, so two processes cannot both take over one lease). When won,
+        ``replaced`` says which.
         """
 
     @abstractmethod

@@ -79,6 +79,7 @@ class _RecordTable:
         now: float,
         lease_expiry: int,
         expires_at: int,
+        seen_owner: str | None = None,
     ) -> WriteResult:
         with self._lock:
             current = self._records.get(name)
@@ -93,6 +94,7 @@ class _RecordTable:
                 current.state is CircuitState.HALF_OPEN
                 and current.lease_expiry is not None
                 and current.lease_expiry <= now
+                and (seen_owner is None or current.probe_owner == seen_owner)
             )
             new = CircuitRecord(CircuitState.HALF_OPEN, 0, current.opened_at, owner, lease_expiry)
             result = self._write_if(name, election or takeover, new)
@@ -190,6 +192,7 @@ class InMemoryPersistence(PersistenceStore):
         now: float,
         lease_expiry: int,
         expires_at: int,
+        seen_owner: str | None = None,
     ) -> WriteResult:
         return self._table.acquire_probe(
             name,
@@ -198,6 +201,7 @@ class InMemoryPersistence(PersistenceStore):
             now=now,
             lease_expiry=lease_expiry,
             expires_at=expires_at,
+            seen_owner=seen_owner,
         )
 
     async def renew_probe(

@@ -100,7 +100,8 @@ class DynamoDBPersistence(PersistenceStore):
             cost).
 
     Needs ``dynamodb:GetItem`` and ``dynamodb:UpdateItem`` on the table
-    (``dynamodb:CreateTable`` and ``dynamodb:UpdateTimeToLive`` for
+    (``dynamodb:CreateTable``, ``dynamodb:DescribeTable`` and
+    ``dynamodb:UpdateTimeToLive`` for
     :meth:`create_table`).
     """
 
@@ -366,29 +367,35 @@ class DynamoDBPersistence(PersistenceStore):
         now: float,
         lease_expiry: int,
         expires_at: int,
+        seen_owner: str | None = None,
     ) -> WriteResult:
         # The same election as Powertools' conditional PutItem, so a mixed fleet elects
         # one probe; an UpdateItem keeps the stored opened_at on a takeover. It returns
         # the item it replaced (ALL_OLD): whether that was OPEN (an election, a
         # transition) or HALF_OPEN (a takeover, none); the new item is that one with
         # exactly the attributes set here.
+        takeover = "#state = :half_open AND #lease <= :now"
+        values = {
+            ":open": _s(CircuitState.OPEN.value),
+            ":half_open": _s(CircuitState.HALF_OPEN.value),
+            ":owner": _s(owner),
+            ":lease": _n(lease_expiry),
+            ":zero": _n(0),
+            ":seen": _n(seen_opened_at),
+            ":now": _n(math.floor(now)),
+            ":expiration": _n(expires_at),
+        }
+        if seen_owner is not None:
+            takeover += " AND #owner = :seen_owner"
+            values[":seen_owner"] = _s(seen_owner)
         result = await self._update(
             "acquire_probe",
             name,
             update="SET #state = :half_open, #owner = :owner, #lease = :lease, "
             "#failure_count = :zero, #expiration = :expiration",
             condition="(#state = :open AND attribute_not_exists(#owner) "
-            "AND #opened_at = :seen) OR (#state = :half_open AND #lease <= :now)",
-            values={
-                ":open": _s(CircuitState.OPEN.value),
-                ":half_open": _s(CircuitState.HALF_OPEN.value),
-                ":owner": _s(owner),
-                ":lease": _n(lease_expiry),
-                ":zero": _n(0),
-                ":seen": _n(seen_opened_at),
-                ":now": _n(math.floor(now)),
-                ":expiration": _n(expires_at),
-            },
+            f"AND #opened_at = :seen) OR ({takeover})",
+            values=values,
             return_values="ALL_OLD",
         )
         if not result.won:

@@ -186,6 +186,35 @@ async def test_release_lets_next_caller_probe(store: PersistenceStore, name: str
     assert taken.won
 
 
+async def test_takeover_is_fenced_on_the_holder_seen(store: PersistenceStore, name: str) -> None:
+    """A takeover naming the holder it saw lapse applies only while that holder still
+    holds the lease: of two processes that saw it lapse, only the first takes it over,
+    even when the expiry they saw lies far in the future (a corrupted value)."""
+    await _half_open(store, name, owner="vanished", lease_expiry=10**12)
+    first = await store.acquire_probe(
+        name,
+        owner="a",
+        seen_opened_at=NOW,
+        now=10**12,
+        lease_expiry=NOW + 61,
+        expires_at=TTL,
+        seen_owner="vanished",
+    )
+    assert first.won
+    second = await store.acquire_probe(
+        name,
+        owner="b",
+        seen_opened_at=NOW,
+        now=10**12,
+        lease_expiry=NOW + 62,
+        expires_at=TTL,
+        seen_owner="vanished",
+    )
+    assert not second.won
+    assert second.record is not None
+    assert second.record.probe_owner == "a"
+
+
 async def test_close_only_by_owner(store: PersistenceStore, name: str) -> None:
     """Close is fenced on the probe owner and clears opened_at and the lease."""
     await _half_open(store, name, owner="a")
