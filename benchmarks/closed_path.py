@@ -1,12 +1,13 @@
 """Closed-path overhead per call: aiocircuit against hand-written floors, peers for scale.
 
-The cost of a closed, cached circuit is aiocircuit's headline number (DESIGN.md, "The
-closed path"). A figure in nanoseconds would mostly measure this machine, so each call
-form is compared with a *floor* measured in the same run: the smallest hand-written wrapper
-of the same form that still does what any breaker whose cached state expires must do -- one
-``time.monotonic()`` read compared with a deadline, the call, one counter update. The
-target: every aiocircuit form costs at most 1.25x its floor's overhead, where overhead is
-the time per call minus the time of the bare call.
+The cost of a closed, cached circuit is aiocircuit's headline number: on a healthy circuit
+a call should pay one clock read and little else. A figure in nanoseconds would mostly
+measure this machine, so each call form is compared with a *floor* measured in the same
+run: the smallest hand-written wrapper of the same form that still does what any breaker
+whose cached state expires must do -- one ``time.monotonic()`` read compared with a
+deadline, the call, one counter update. The target: every aiocircuit form costs at most
+1.25x its floor's overhead, where overhead is the time per call minus the time of the bare
+call.
 
 How it measures, and why:
 

@@ -1,7 +1,7 @@
 """Concurrent load against a real HTTP server: throughput with a breaker over without.
 
 A breaker sits on the path of every request a service makes, so what it costs under load
-is the question users ask first. The issue's target: with aiocircuit in the path, a client
+is the question users ask first. The target: with aiocircuit in the path, a client
 keeps at least 0.97 of the throughput it has without it, through httpx.AsyncClient and
 aiohttp.ClientSession, called by 1, 100 and 1,000 concurrent tasks.
 

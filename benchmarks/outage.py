@@ -70,7 +70,8 @@ one round does not dent every curve):
   1 s after the recovery is the configuration's share of this figure, not the breaker's.
 * failed / rejected: the outcome of every call offered, as the worker saw it.
 
-There is no target: the issue asks for the chart. The exit status is 0 whatever happened.
+There is no target: the chart is what this scenario is for. The exit status is 0 whatever
+happened.
 """
 
 from __future__ import annotations

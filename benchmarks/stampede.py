@@ -86,9 +86,11 @@ and SSL set-up, which a long-running process has long paid), the HTTP clients by
 request to ``/ok``; the priming calls open the rest.
 
 Quick mode: 20 environments x 5 tasks (100 callers), all in this process as distinct
-Contenders (which the issue allows: "separate stores/processes"), one cycle, about 15-20
-s: 50 aiocircuit store clients alone take 5-10 s to open in one process, and the peers
-that let every caller through cost far more per round than those that hold them back.
+Contenders, one cycle, about 15-20 s. An environment is a breaker with its own store
+client and local state; whether it lives in a process of its own does not change what a
+round counts. 50 aiocircuit store clients alone take 5-10 s to open in one process, and
+the peers that let every caller through cost far more per round than those that hold them
+back.
 
 What the peers' numbers mean:
 

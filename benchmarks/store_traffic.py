@@ -1,13 +1,13 @@
 """Store economics: what 100,000 healthy calls cost the shared store, per breaker.
 
-A healthy circuit must cost no store traffic (DESIGN.md, "What is local, what is shared"):
-no write at all, since only a transition writes, and reads bounded by the cache, at most
-one per circuit per process per ``local_cache_max_age``, however many tasks call at once.
-Over ``D`` seconds of calls that is at most ``ceil(D / local_cache_max_age) + 1`` reads:
-one to fill the cold cache, one each time it expires. This is the figure that decides what
-a fleet pays DynamoDB, and the one a per-call read (or a read per task) would blow up. The
-peers that share state are measured the same way, for scale: what one healthy call costs
-their store.
+A healthy circuit must cost the shared store next to nothing, since failures are counted in
+process memory and only the circuit's state is shared: no write at all, since only a
+transition writes, and reads bounded by the cache, at most one per circuit per process per
+``local_cache_max_age``, however many tasks call at once. Over ``D`` seconds of calls that
+is at most ``ceil(D / local_cache_max_age) + 1`` reads: one to fill the cold cache, one
+each time it expires. This is the figure that decides what a fleet pays DynamoDB, and the
+one a per-call read (or a read per task) would blow up. The peers that share state are
+measured the same way, for scale: what one healthy call costs their store.
 
 How it measures, and why:
 

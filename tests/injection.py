@@ -114,7 +114,7 @@ class Injector:
         self.points: list[str] = []
         self.fired_at: str | None = None
         self.delivered_at: str | None = None
-        self.fire: Callable[[], None] | None = None
+        self.fire: Callable[[], object] | None = None
         self._seen: Counter[str] = Counter()
 
     def _hit(self, label: str) -> bool:
@@ -267,22 +267,22 @@ class InjectingStore(PersistenceStore):
     async def read(self, name: str) -> CircuitRecord | None:
         return await self._op("read", lambda: self.inner.read(name))  # type: ignore[no-any-return]
 
-    async def trip(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def trip(self, name: str, **kwargs: Any) -> WriteResult:
         return await self._op("trip", lambda: self.inner.trip(name, **kwargs))  # type: ignore[no-any-return]
 
-    async def acquire_probe(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def acquire_probe(self, name: str, **kwargs: Any) -> WriteResult:
         return await self._op("acquire_probe", lambda: self.inner.acquire_probe(name, **kwargs))  # type: ignore[no-any-return]
 
-    async def renew_probe(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def renew_probe(self, name: str, **kwargs: Any) -> WriteResult:
         return await self._op("renew_probe", lambda: self.inner.renew_probe(name, **kwargs))  # type: ignore[no-any-return]
 
-    async def close(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def close(self, name: str, **kwargs: Any) -> WriteResult:
         return await self._op("close", lambda: self.inner.close(name, **kwargs))  # type: ignore[no-any-return]
 
-    async def reopen(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def reopen(self, name: str, **kwargs: Any) -> WriteResult:
         return await self._op("reopen", lambda: self.inner.reopen(name, **kwargs))  # type: ignore[no-any-return]
 
-    async def force(self, name: str, **kwargs: Any) -> CircuitRecord:  # type: ignore[override]
+    async def force(self, name: str, **kwargs: Any) -> CircuitRecord:
         return await self._op("force", lambda: self.inner.force(name, **kwargs))  # type: ignore[no-any-return]
 
 
@@ -657,7 +657,7 @@ class LoopClock:
 
     def undo(self) -> None:
         if self._loop is not None and "time" in vars(self._loop):
-            del self._loop.time  # type: ignore[method-assign]
+            del self._loop.time
         self._loop = None
 
 
@@ -741,7 +741,7 @@ async def run_async_victim(
         task = loop.create_task(grouped())
         await asyncio.wait({task})
         error = None if task.cancelled() else task.exception()
-        inner = getattr(error, "exceptions", ())
+        inner: tuple[BaseException, ...] = getattr(error, "exceptions", ())
         only_sibling = len(inner) == 1 and isinstance(inner[0], SiblingFailed)
         assert victim is not None
         victim_cancelled = victim.done() and victim.cancelled()

@@ -57,27 +57,27 @@ class InstrumentedStore(PersistenceStore):
             await self.late_answer.wait()
         return record
 
-    async def trip(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def trip(self, name: str, **kwargs: Any) -> WriteResult:
         await self._enter("trip")
         return await self.inner.trip(name, **kwargs)
 
-    async def acquire_probe(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def acquire_probe(self, name: str, **kwargs: Any) -> WriteResult:
         await self._enter("acquire_probe")
         return await self.inner.acquire_probe(name, **kwargs)
 
-    async def renew_probe(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def renew_probe(self, name: str, **kwargs: Any) -> WriteResult:
         await self._enter("renew_probe")
         return await self.inner.renew_probe(name, **kwargs)
 
-    async def close(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def close(self, name: str, **kwargs: Any) -> WriteResult:
         await self._enter("close")
         return await self.inner.close(name, **kwargs)
 
-    async def reopen(self, name: str, **kwargs: Any) -> WriteResult:  # type: ignore[override]
+    async def reopen(self, name: str, **kwargs: Any) -> WriteResult:
         await self._enter("reopen")
         return await self.inner.reopen(name, **kwargs)
 
-    async def force(self, name: str, **kwargs: Any) -> CircuitRecord:  # type: ignore[override]
+    async def force(self, name: str, **kwargs: Any) -> CircuitRecord:
         await self._enter("force")
         return await self.inner.force(name, **kwargs)
 

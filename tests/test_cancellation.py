@@ -412,6 +412,7 @@ async def _setup_async(scenario: Scenario, rig: Rig, call: object) -> None:
         if action[0] == "advance":
             rig.clock.advance(float(action[1]))
             continue
+        assert len(action) == 3
         rig.behaviour = str(action[1])
         result = await call()  # type: ignore[operator]
         assert result.kind == action[2], f"setup step {action} ended {result}"
@@ -513,6 +514,7 @@ def _setup_sync(scenario: Scenario, rig: Rig, form: SyncForm) -> None:
         if action[0] == "advance":
             rig.clock.advance(float(action[1]))
             continue
+        assert len(action) == 3
         rig.behaviour = str(action[1])
         result = form.call()
         assert result.kind == action[2], f"setup step {action} ended {result}"

@@ -137,7 +137,7 @@ def test_config_is_frozen() -> None:
     """A config cannot be changed after construction."""
     config = CircuitBreakerConfig()
     with pytest.raises(ValueError, match="frozen"):
-        config.failure_threshold = 1  # type: ignore[misc]
+        config.failure_threshold = 1
 
 
 def test_numbers_are_normalised() -> None:

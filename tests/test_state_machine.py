@@ -42,10 +42,11 @@ from aiocircuit._state import (
 from aiocircuit._writes import (
     AcquireProbe,
     Close,
+    Election,
+    Followup,
     ReleaseProbe,
     RenewProbe,
     Reopen,
-    StoreWrite,
     Trip,
     WriteKind,
 )
@@ -71,7 +72,9 @@ TIME_STEPS = st.sampled_from([0.0, 0.4, 1.0, 4.9, 5.0, 5.1, 9.9, 10.0, 10.1, 30.
 # -- the reference model of the store --------------------------------------------------
 
 
-def expected_write(current: CircuitRecord | None, write: StoreWrite) -> CircuitRecord | None:
+def expected_write(
+    current: CircuitRecord | None, write: Election | Followup
+) -> CircuitRecord | None:
     """The record a conditional write stores, or ``None`` if its condition fails.
 
     Written from the ``PersistenceStore`` docstrings."""
@@ -171,7 +174,7 @@ class InFlight:
     """A write a machine asked for that the store has not answered yet."""
 
     process: int
-    write: StoreWrite
+    write: Election | Followup
     slot_at: float = 0.0  # monotonic time the probe slot it holds was taken
 
 
@@ -330,11 +333,11 @@ class CircuitFleet(RuleBasedStateMachine):
         if retry_after is not None:
             assert decision.retry_after == pytest.approx(retry_after)
 
-    def check_write_arguments(self, write: StoreWrite) -> None:
+    def check_write_arguments(self, write: Election | Followup) -> None:
         # A record must outlive the recovery timeout, or it could vanish mid-cycle.
         assert write.expires_at >= self.wall + RECOVERY_TIMEOUT
 
-    def store(self, index: int, write: StoreWrite) -> WriteResult | None:
+    def store(self, index: int, write: Election | Followup) -> WriteResult | None:
         """Carry out ``write`` against the table (unless it fails first) and the model."""
         fault = self.store_down()
         if fault == "fail":
@@ -362,13 +365,13 @@ class CircuitFleet(RuleBasedStateMachine):
         return result
 
     def store_changed(
-        self, before: CircuitRecord | None, after: CircuitRecord, write: StoreWrite
+        self, before: CircuitRecord | None, after: CircuitRecord, write: Election | Followup
     ) -> None:
         """Fleet-wide bookkeeping and checks for a write the store applied."""
         for proc in self.processes:
             proc.clean = 0  # the circuit did not stay CLOSED throughout their streaks
         event(f"store: {write.kind.name} won on {CLOSED if before is None else before.state}")
-        if write.kind is WriteKind.ACQUIRE:
+        if isinstance(write, AcquireProbe):
             assert before is not None
             if before.state is OPEN:
                 # No probe before the recovery timeout has passed.
@@ -501,7 +504,7 @@ class CircuitFleet(RuleBasedStateMachine):
             return self.start_probe(index, decision, answered_late=False)
         return self.admitted(index, decision) if isinstance(decision, Admit) else None
 
-    def start_probe(self, index: int, write: StoreWrite, *, answered_late: bool) -> Call | None:
+    def start_probe(self, index: int, write: Election, *, answered_late: bool) -> Call | None:
         """Answer the write that takes or renews a probe lease, and run what it admits."""
         proc = self.process(index)
         result = self.store(index, write)
@@ -569,7 +572,7 @@ class CircuitFleet(RuleBasedStateMachine):
         else:
             self.finish_write(index, write)
 
-    def closed_outcome(self, proc: Process, outcome: Outcome, write: StoreWrite | None) -> None:
+    def closed_outcome(self, proc: Process, outcome: Outcome, write: Followup | None) -> None:
         """A closed circuit counts failures and trips on a full streak, and nothing else."""
         if proc.view.state is not CLOSED or outcome is Outcome.IGNORED:
             assert write is None  # nothing to count
@@ -584,7 +587,7 @@ class CircuitFleet(RuleBasedStateMachine):
             assert write is not None, "a full streak on a closed circuit did not trip it"
         if write is None:
             return
-        assert write.kind is WriteKind.TRIP
+        assert isinstance(write, Trip)
         assert proc.loose >= self.failure_threshold, "tripped before a full streak"
         assert write.failure_count == self.failure_threshold
         assert write.opened_at == int(self.wall)
@@ -592,7 +595,7 @@ class CircuitFleet(RuleBasedStateMachine):
         proc.clean = proc.loose = 0
 
     def probe_outcome(
-        self, proc: Process, owner: str, outcome: Outcome, write: StoreWrite | None
+        self, proc: Process, owner: str, outcome: Outcome, write: Followup | None
     ) -> None:
         """Enough successes close, a failure reopens, an ignored outcome releases."""
         if outcome is Outcome.SUCCESS:
@@ -604,22 +607,22 @@ class CircuitFleet(RuleBasedStateMachine):
             elif write is None:
                 return  # a probe under a lease this process lost meanwhile
             assert write is not None, "enough probe successes did not close the circuit"
-            assert write.kind is WriteKind.CLOSE
+            assert isinstance(write, Close)
         elif outcome is Outcome.FAILURE:
             assert write is not None, "a failed probe did not reopen the circuit"
-            assert write.kind is WriteKind.REOPEN
+            assert isinstance(write, Reopen)
             assert write.opened_at == int(self.wall)
         else:
             assert write is not None, "an ignored probe did not release its lease"
-            assert write.kind is WriteKind.RELEASE
+            assert isinstance(write, ReleaseProbe)
             assert write.lease_expiry <= self.wall
         assert write.owner == owner
 
-    def finish_write(self, index: int, write: StoreWrite) -> None:
+    def finish_write(self, index: int, write: Followup) -> None:
         """Answer a write that followed a call."""
         proc = self.process(index)
         result = self.store(index, write)
-        assert proc.machine.on_write(write, result, self.mono) is None
+        proc.machine.on_write(write, result, self.mono)
         owner = getattr(write, "owner", None)
         if proc.lease is not None and proc.lease == owner:
             if write.kind is WriteKind.REOPEN:
@@ -632,7 +635,7 @@ class CircuitFleet(RuleBasedStateMachine):
     def answer_write(self, pick: int) -> None:
         """The store answers a write left in flight (or fails it, if it is down)."""
         pending = self.in_flight.pop(pick % len(self.in_flight))
-        if pending.write.kind in (WriteKind.ACQUIRE, WriteKind.RENEW):
+        if isinstance(pending.write, (AcquireProbe, RenewProbe)):
             self.start_probe(pending.process, pending.write, answered_late=True)
         else:
             self.finish_write(pending.process, pending.write)
@@ -661,7 +664,7 @@ class CircuitFleet(RuleBasedStateMachine):
 CircuitFleet.TestCase.settings = settings(max_examples=1000, stateful_step_count=50, deadline=None)
 
 
-class TestCircuitFleet(CircuitFleet.TestCase):
+class TestCircuitFleet(CircuitFleet.TestCase):  # type: ignore[misc, valid-type]
     """Processes sharing a store follow the circuit's rules under any interleaving."""
 
 

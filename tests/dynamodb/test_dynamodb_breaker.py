@@ -327,7 +327,7 @@ class GatedStore(DynamoDBPersistence):
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
 
-    async def acquire_probe(self, name: str, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def acquire_probe(self, name: str, **kwargs: Any) -> Any:
         self.entered.set()
         await self.gate.wait()
         return await super().acquire_probe(name, **kwargs)
@@ -676,7 +676,7 @@ async def test_powertools_shares_the_circuit(
 ) -> None:
     """One table, two libraries: Powertools' DynamoDB layer reads the circuit aiocircuit
     tripped, and aiocircuit rejects on a circuit Powertools tripped."""
-    import boto3  # type: ignore[import-untyped]
+    import boto3
     from aws_lambda_powertools.utilities.circuit_breaker.persistence import (
         CircuitBreakerDynamoDBPersistence,
     )

@@ -80,6 +80,16 @@ def _powertools_rejected(*args: Any, circuit: powertools.CircuitInfo) -> str:
     return REJECTED
 
 
+def _recording(calls: list[str]) -> Callable[[], str]:
+    """A downstream for Powertools' breaker that notes each call in ``calls``."""
+
+    def downstream() -> str:
+        calls.append("probe")
+        return "pt-ok"
+
+    return downstream
+
+
 def _powertools(
     store: CircuitBreakerDynamoDBPersistence,
     fn: Callable[..., Any],
@@ -92,7 +102,8 @@ def _powertools(
         on_circuit_open=on_circuit_open,
         config=_powertools_config(),
     )
-    return decorate(fn)
+    protected: Callable[..., Any] = decorate(fn)
+    return protected
 
 
 async def _fail() -> None:
@@ -388,7 +399,7 @@ async def test_aiocircuit_respects_powertools_probe_lease(
     tripped = int(clock.time())
     clock.advance(RECOVERY)
     pt_calls: list[str] = []
-    probe = _powertools(pt_store, lambda: pt_calls.append("probe") or "pt-ok")
+    probe = _powertools(pt_store, _recording(pt_calls))
     assert probe() == "pt-ok"  # Powertools wins the election: success 1 of 2
     powertools_lease = await our_store.read(CIRCUIT)
     assert powertools_lease is not None
@@ -454,7 +465,7 @@ async def test_powertools_respects_aiocircuit_probe_lease(
     )
 
     pt_calls: list[str] = []
-    probe = _powertools(pt_store, lambda: pt_calls.append("probe") or "pt-ok")
+    probe = _powertools(pt_store, _recording(pt_calls))
     assert probe() == REJECTED
     assert await anyio.to_thread.run_sync(probe) == REJECTED  # another thread, another owner
     clock.advance(RECOVERY - 1)
@@ -489,7 +500,7 @@ async def test_stale_aiocircuit_probe_cannot_overwrite_powertools_takeover(
             await ours.call(_fail)
     clock.advance(RECOVERY)
     pt_calls: list[str] = []
-    takeover = _powertools(pt_store, lambda: pt_calls.append("probe") or "pt-ok")
+    takeover = _powertools(pt_store, _recording(pt_calls))
     our_owner: list[str | None] = []
 
     async def hanging_probe() -> None:
@@ -677,15 +688,18 @@ async def test_composite_key_table_is_shared(
     same default partition value from AWS_LAMBDA_FUNCTION_NAME) our trip is Powertools'
     trip, and Powertools parses our item."""
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "checkout")
-    keys = {"key_attr": "pk", "sort_key_attr": "sk"}
     url = counting_moto.url
-    await DynamoDBPersistence.create_table(table_name, endpoint_url=url, **keys)
+    await DynamoDBPersistence.create_table(
+        table_name, endpoint_url=url, key_attr="pk", sort_key_attr="sk"
+    )
     client = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1")
     try:
         pt_store = CircuitBreakerDynamoDBPersistence(
-            table_name=table_name, boto3_client=client, **keys
+            table_name=table_name, boto3_client=client, key_attr="pk", sort_key_attr="sk"
         )
-        async with DynamoDBPersistence(table_name, endpoint_url=url, **keys) as our_store:
+        async with DynamoDBPersistence(
+            table_name, endpoint_url=url, key_attr="pk", sort_key_attr="sk"
+        ) as our_store:
             ours = CircuitBreaker(CIRCUIT, our_store, config=_our_config(), clock=clock)
             for _ in range(FAILURES):
                 with pytest.raises(ConnectionError):
