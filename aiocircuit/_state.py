@@ -227,9 +227,9 @@ class CircuitStateMachine:
             return
         self._deadline_key = key
         self._pin_offset = wall - mono
-        # Clamped to what the configuration makes possible (plus the whole second the
-        # store rounds to): a stored time in the future, from a host whose clock is
-        # ahead or a value in the wrong unit, cannot make a wait longer than that.
+        # Clamped to what the configuration makes possible (_longest_wait): a stored
+        # time in the future, from a host whose clock is far ahead or a value in the
+        # wrong unit, cannot make a wait longer than that.
         if record.state is _OPEN:
             opened_at = wall if record.opened_at is None else record.opened_at
             self._deadline = min(opened_at + self.recovery_timeout, wall + self._longest_wait)
