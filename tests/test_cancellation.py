@@ -143,7 +143,7 @@ SCENARIOS = {
 _READ = ("read:before", "read:after")
 _ELECT = (*_READ, "acquire_probe:before", "acquire_probe:after", "hook:OPEN->HALF_OPEN")
 
-# What today's library passes through in each victim step, uncancelled, in order.
+# What the library passes through in each victim step, uncancelled, in order.
 EXPECTED_POINTS: dict[str, tuple[str, ...]] = {
     "trip": (*_READ, "call", "trip:before", "trip:after", "hook:CLOSED->OPEN"),
     "probe_success": (*_ELECT, "call", "close:before", "close:after", "hook:HALF_OPEN->CLOSED"),
