@@ -79,6 +79,15 @@ async def usage() -> None:
     opened_at: int | None = info.opened_at
     async with InMemoryPersistence() as scoped:
         await scoped.aclose()
+    await store.open()
+    store.open_sync()
+    if breaker.fast_admits():
+        breaker.fast_succeeded()
+        await breaker.fast_failed(None)
+        await breaker.fast_failed(ConnectionError("down"))
+        failed: bool = breaker.result_fails("a response")
+        del failed
+    FakeClock().step_wall(-3600.0)
     try:
         await charge("o-4", 1)
     except CircuitBreakerOpenError as exc:
