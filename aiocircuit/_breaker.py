@@ -33,10 +33,9 @@ from ._config import CircuitBreakerConfig
 from ._errors import (
     CircuitBreakerConfigError,
     CircuitBreakerOpenError,
-    CircuitBreakerPersistenceError,
 )
 from ._flow import CircuitFlows
-from ._gateway import StoreGateway, check_record
+from ._gateway import StoreGateway
 from ._hooks import Hook, is_async_callable
 from ._state import (
     ADMIT_CLOSED,
@@ -133,7 +132,6 @@ class CircuitBreaker:
         "_failure_predicate",
         "_result_predicate",
         "_call_timeout",
-        "_store_timeout",
         "_gateway",
         "_on_circuit_open",
         "_open_entry_count",
@@ -187,7 +185,6 @@ class CircuitBreaker:
         self._failure_predicate = config.failure_predicate
         self._result_predicate = config.result_predicate
         self._call_timeout = config.call_timeout
-        self._store_timeout = config.store_timeout
         self._gateway = StoreGateway(
             persistence_store, name, timeout=config.store_timeout, monotonic=clock.monotonic
         )
@@ -239,23 +236,11 @@ class CircuitBreaker:
         longer than ``store_timeout``.
         """
         started = self._machine.writes_seen
-        try:
-            with anyio.fail_after(self._store_timeout):
-                record = await self._store.read(self.name)
-            check_record(record)
-        except CircuitBreakerPersistenceError:
-            raise
-        except Exception as exc:
-            raise self._explicit_failure(f"reading circuit {self.name!r} failed", exc) from exc
-        self._gateway.answered()
+        read = functools.partial(self._store.read, self.name)
+        record = await self._gateway.ask(f"reading circuit {self.name!r} failed", read)
         with self._flows.lock:
             self._machine.on_read(record, self._monotonic(), started=started)
         return self._machine.info()
-
-    def _explicit_failure(self, what: str, exc: Exception) -> CircuitBreakerPersistenceError:
-        # An explicit operation raises rather than failing open: its caller asked about
-        # the store. It skips the gateway's back-off for the same reason.
-        return CircuitBreakerPersistenceError(what, self._gateway.describe(exc))
 
     # -- operator control ------------------------------------------------------------
 
@@ -279,21 +264,15 @@ class CircuitBreaker:
     async def _aforce(self, state: CircuitState) -> CircuitInfo:
         wall = self._time()
         forced = state is not CircuitState.CLOSED
-        try:
-            with anyio.fail_after(self._store_timeout):
-                record = await self._store.force(
-                    self.name,
-                    state=state,
-                    opened_at=int(wall) if state is CircuitState.FORCED_OPEN else None,
-                    expires_at=None if forced else self._machine.expires_at(wall),
-                )
-            check_record(record)
-        except CircuitBreakerPersistenceError:
-            raise
-        except Exception as exc:
-            what = f"forcing circuit {self.name!r} to {state.value} failed"
-            raise self._explicit_failure(what, exc) from exc
-        self._gateway.answered()
+        force = functools.partial(
+            self._store.force,
+            self.name,
+            state=state,
+            opened_at=int(wall) if state is CircuitState.FORCED_OPEN else None,
+            expires_at=None if forced else self._machine.expires_at(wall),
+        )
+        what = f"forcing circuit {self.name!r} to {state.value} failed"
+        record = await self._gateway.ask(what, force)
         with self._flows.lock:
             self._machine.on_forced(record, self._monotonic())
         await self._flows.arun(self._flows.dispatch())
@@ -366,10 +345,10 @@ class CircuitBreaker:
             except BaseException as exc:
                 if not inspect.isawaitable(awaitable):
                     raise _not_awaitable(fn, awaitable) from None
-                await self._arecord_fast_path(exc)
+                await self.fast_failed(exc)
                 raise
             if self._result_predicate is not None and self._judge(result) is Outcome.FAILURE:
-                await self._arecord_fast_path(None)
+                await self.fast_failed(None)
             else:
                 machine.failures = 0
             return result
@@ -393,25 +372,18 @@ class CircuitBreaker:
     async def fast_failed(self, exc: BaseException | None) -> None:
         """Low level: a call run after :meth:`fast_admits` raised ``exc`` (counted or
         not as the configuration says), or, with ``exc`` None, returned a result that
-        counts as a failure (see :meth:`result_fails`). May trip the circuit."""
-        await self._arecord_fast_path(exc)
+        counts as a failure (see :meth:`result_fails`). May trip the circuit.
+
+        Every closed fast path records a failure through this; a success needs only
+        ``machine.failures = 0``, which the breaker's own fast paths do in place (a call
+        would cost more than the rest of the path)."""
+        outcome = Outcome.FAILURE if exc is None else self._classify(exc)
+        await self._flows.arun(self._flows.record(ADMIT_CLOSED, outcome))
 
     def result_fails(self, result: object) -> bool:
         """Low level: whether ``result_predicate`` counts ``result`` as a failure (a
         predicate that raises counts as a success, with a warning)."""
         return self._result_predicate is not None and self._judge(result) is Outcome.FAILURE
-
-    async def _arecord_fast_path(self, exc: BaseException | None) -> None:
-        """Record the end of a call the closed fast path admitted (``monotonic() <
-        machine.fast_deadline``): it raised ``exc`` or, with ``exc`` None, returned a
-        result the result predicate counts as a failure. A success needs only
-        ``machine.failures = 0``, which each fast path does in place: a call would cost
-        more than the rest of the path."""
-        await self._flows.arun(
-            self._flows.record(
-                ADMIT_CLOSED, Outcome.FAILURE if exc is None else self._classify(exc)
-            )
-        )
 
     async def _acall_slow(self, fn: Callable[..., Awaitable[Any]], args: Any, kwargs: Any) -> Any:
         if self._disabled:
@@ -625,7 +597,7 @@ class CircuitBreaker:
     ) -> Callable[P, Coroutine[Any, Any, T]]:
         machine = self._machine
         monotonic = self._monotonic
-        record = self._arecord_fast_path
+        record = self.fast_failed
         judge = None if self._result_predicate is None else self._judge
         slow = self._acall_slow
 

@@ -50,7 +50,7 @@ async def complete(work: Callable[[], Awaitable[T]]) -> Completed[T]:
 async def _complete_on(
     loop: asyncio.AbstractEventLoop, work: Callable[[], Awaitable[T]]
 ) -> Completed[T]:
-    task = loop.create_task(_run(work))
+    task = asyncio.ensure_future(work(), loop=loop)
     interrupted: BaseException | None = None
     while True:
         try:
@@ -59,10 +59,6 @@ async def _complete_on(
             if task.cancelled():
                 raise  # the work itself was cancelled: its loop is shutting down
             interrupted = exc  # meant for the caller: deliver it when the work ends
-
-
-async def _run(work: Callable[[], Awaitable[T]]) -> T:
-    return await work()
 
 
 def complete_blocking(work: Callable[[], Awaitable[T]]) -> Completed[T]:

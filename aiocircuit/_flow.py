@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -33,7 +33,7 @@ from ._hooks import Hook
 from ._portal import run_blocking
 from ._state import ADMIT_CLOSED, REFRESH, Admit, CircuitStateMachine, Outcome, Reject
 from ._writes import Election, Followup
-from .persistence._base import PersistenceStore, WriteResult
+from .persistence._base import BlockingStoreOps, CircuitRecord, PersistenceStore, WriteResult
 
 logger = logging.getLogger("aiocircuit")
 
@@ -111,8 +111,8 @@ class CircuitFlows:
         gateway: StoreGateway,
         *,
         on_transition: Hook | None,
-        monotonic: Any,
-        time: Any,
+        monotonic: Callable[[], float],
+        time: Callable[[], float],
     ) -> None:
         self.name = name
         self.machine = machine
@@ -230,10 +230,9 @@ class CircuitFlows:
     async def _aperform(self, operation: Operation) -> Any:
         if isinstance(operation, Read):
             return await self._arefresh()
-        if isinstance(operation, Elect):
-            return await complete(functools.partial(self._aelect, operation.write))
-        if isinstance(operation, Apply):
-            return (await complete(functools.partial(self._aapply, operation.write)))[1]
+        if isinstance(operation, (Elect, Apply)):
+            settled, interrupted = await complete(functools.partial(self._amake, operation.write))
+            return _answer(operation, settled, interrupted)
         assert self.on_transition is not None
         return await self.on_transition.acall(operation.transition)
 
@@ -253,36 +252,50 @@ class CircuitFlows:
         self._read_flight = flight
         started = self.machine.writes_seen
         try:
-            record = await self.gateway.read()
-            if isinstance(record, StoreFailed):
-                flight.outcome = False
-            else:
-                with self.lock:
-                    self.machine.on_read(record, self._monotonic(), started=started)
-                flight.outcome = True
+            flight.outcome = self._install(await self.gateway.read(), started)
             return flight.outcome
         finally:
             if self._read_flight is flight:
                 self._read_flight = None
             flight.done.set()
 
-    async def _aelect(self, write: Election) -> Admit | Reject:
-        # Made, and applied, whatever happens to the caller meanwhile: see complete().
-        result: WriteResult | None = None
-        try:
-            result = await self.gateway.write(write)
-        finally:
-            with self.lock:
-                elected = self.machine.on_election(write, result, self._monotonic())
-        return elected
+    def _install(self, record: CircuitRecord | StoreFailed | None, started: int) -> bool:
+        """Install a record read when ``writes_seen`` was ``started``; False: the read
+        failed (fail open)."""
+        if isinstance(record, StoreFailed):
+            return False
+        with self.lock:
+            self.machine.on_read(record, self._monotonic(), started=started)
+        return True
 
-    async def _aapply(self, write: Followup) -> None:
+    def _settle(
+        self, write: Election | Followup, result: WriteResult | None
+    ) -> Admit | Reject | None:
+        """Apply a write's answer (``None``: it failed): an election's decides the call."""
+        with self.lock:
+            if isinstance(write, Election):
+                return self.machine.on_election(write, result, self._monotonic())
+            self.machine.on_write(write, result, self._monotonic())
+            return None
+
+    async def _amake(self, write: Election | Followup) -> Admit | Reject | None:
+        # Made, and its answer applied, whatever happens to the caller meanwhile: the
+        # runners call this through complete().
         result: WriteResult | None = None
         try:
             result = await self.gateway.write(write)
         finally:
-            with self.lock:
-                self.machine.on_write(write, result, self._monotonic())
+            settled = self._settle(write, result)
+        return settled
+
+    def _make(self, ops: BlockingStoreOps, write: Election | Followup) -> Admit | Reject | None:
+        # _amake on a store's blocking twin: nothing to wait for, nothing to defer.
+        result: WriteResult | None = None
+        try:
+            result = self.gateway.write_blocking(ops, write)
+        finally:
+            settled = self._settle(write, result)
+        return settled
 
     # -- the sync runner (the shim) ----------------------------------------------------
 
@@ -308,31 +321,21 @@ class CircuitFlows:
             if ops is None:
                 return run_blocking(self._arefresh)
             started = self.machine.writes_seen
-            record = self.gateway.read_blocking(ops)
-            if isinstance(record, StoreFailed):
-                return False
-            with self.lock:
-                self.machine.on_read(record, self._monotonic(), started=started)
-            return True
-        if isinstance(operation, Elect):
+            return self._install(self.gateway.read_blocking(ops), started)
+        if isinstance(operation, (Elect, Apply)):
             if ops is None:
-                return complete_blocking(functools.partial(self._aelect, operation.write))
-            result: WriteResult | None = None
-            try:
-                result = self.gateway.write_blocking(ops, operation.write)
-            finally:
-                with self.lock:
-                    elected = self.machine.on_election(operation.write, result, self._monotonic())
-            return elected, None
-        if isinstance(operation, Apply):
-            if ops is None:
-                return complete_blocking(functools.partial(self._aapply, operation.write))[1]
-            result = None
-            try:
-                result = self.gateway.write_blocking(ops, operation.write)
-            finally:
-                with self.lock:
-                    self.machine.on_write(operation.write, result, self._monotonic())
-            return None
+                work = functools.partial(self._amake, operation.write)
+                settled, interrupted = complete_blocking(work)
+            else:
+                settled, interrupted = self._make(ops, operation.write), None
+            return _answer(operation, settled, interrupted)
         assert self.on_transition is not None
         return self.on_transition.call_sync(operation.transition)
+
+
+def _answer(
+    operation: Elect | Apply, settled: Admit | Reject | None, interrupted: BaseException | None
+) -> Any:
+    """What a flow receives for a write: an election's decision with the interruption,
+    or for a follow-up the interruption alone."""
+    return (settled, interrupted) if isinstance(operation, Elect) else interrupted

@@ -19,7 +19,8 @@ on the same store fail open.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 
@@ -28,6 +29,9 @@ from ._writes import StoreWrite
 from .persistence._base import BlockingStoreOps, CircuitRecord, PersistenceStore, WriteResult
 
 logger = logging.getLogger("aiocircuit")
+
+# What an explicit operation answers: a record (force) or perhaps none (read).
+R = TypeVar("R", CircuitRecord, CircuitRecord | None)
 
 BACKOFF_INITIAL = 1.0
 """Seconds a circuit leaves its store alone after the first failed operation."""
@@ -154,6 +158,23 @@ class StoreGateway:
         self.answered()
         return result
 
+    async def ask(self, what: str, operation: Callable[[], Awaitable[R]]) -> R:
+        """An explicit operation (``info()``, ``force_open()``, ...): under
+        ``store_timeout`` like the others, but it raises
+        :class:`CircuitBreakerPersistenceError` (``what`` failed, and why) instead of
+        failing open, and ignores the back-off: its caller asked about the store. Its
+        answer ends an outage in progress."""
+        try:
+            with anyio.fail_after(self.timeout):
+                record = await operation()
+            check_record(record)
+        except CircuitBreakerPersistenceError:
+            raise
+        except Exception as exc:
+            raise CircuitBreakerPersistenceError(what, self.describe(exc)) from exc
+        self.answered()
+        return record
+
     # -- blocking (stores that answer without I/O) -----------------------------------
 
     def read_blocking(self, ops: BlockingStoreOps) -> CircuitRecord | StoreFailed | None:
@@ -174,7 +195,7 @@ class StoreGateway:
         if self._skipped():
             return None
         try:
-            result = write.apply_blocking(ops, self.circuit)
+            result = write.apply(ops, self.circuit)
             check_write_result(result)
         except Exception as exc:
             self.failed(write.kind.value, exc)

@@ -9,42 +9,12 @@ carries ``seen``, the record the decision was made on.
 from __future__ import annotations
 
 import enum
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import ClassVar, TypeVar
 
-from .persistence._base import BlockingStoreOps, CircuitRecord, PersistenceStore, WriteResult
+from .persistence._base import CircuitRecord, StoreWrites
 
-R_co = TypeVar("R_co", covariant=True)
-
-
-class _Writer(Protocol[R_co]):
-    """The write operations as both a store (``R_co``: a coroutine of ``WriteResult``)
-    and a store's blocking twin (``R_co``: ``WriteResult``) have them."""
-
-    def trip(
-        self,
-        name: str,
-        *,
-        failure_count: int,
-        opened_at: int,
-        seen_opened_at: int | None,
-        expires_at: int,
-    ) -> R_co: ...
-    def acquire_probe(
-        self,
-        name: str,
-        *,
-        owner: str,
-        seen_opened_at: int,
-        now: float,
-        lease_expiry: int,
-        expires_at: int,
-        seen_owner: str | None = None,
-    ) -> R_co: ...
-    def renew_probe(self, name: str, *, owner: str, lease_expiry: int, expires_at: int) -> R_co: ...
-    def close(self, name: str, *, owner: str, expires_at: int) -> R_co: ...
-    def reopen(self, name: str, *, owner: str, opened_at: int, expires_at: int) -> R_co: ...
+R = TypeVar("R")
 
 
 class WriteKind(enum.Enum):
@@ -59,22 +29,15 @@ class WriteKind(enum.Enum):
 
 
 class StoreWrite:
-    """Base of the writes: ``apply`` makes it on a store, ``apply_blocking`` on a store's
-    blocking twin (the in-memory store, for the sync shim)."""
+    """Base of the writes: ``apply`` makes one on a store (returning the coroutine of
+    its operation) or on a store's blocking twin (returning its result)."""
 
     __slots__ = ()
     kind: ClassVar[WriteKind]
     seen: CircuitRecord
 
-    def apply(self, store: PersistenceStore, name: str) -> Coroutine[Any, Any, WriteResult]:
-        """Make this write on ``store``: the coroutine of its operation."""
-        return self._on(store, name)
-
-    def apply_blocking(self, ops: BlockingStoreOps, name: str) -> WriteResult:
-        """Make this write on a store's blocking twin."""
-        return self._on(ops, name)
-
-    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
+    def apply(self, writes: StoreWrites[R], name: str) -> R:
+        """Make this write on circuit ``name`` through ``writes``."""
         raise NotImplementedError
 
 
@@ -89,8 +52,8 @@ class Trip(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.TRIP
 
-    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
-        return writer.trip(
+    def apply(self, writes: StoreWrites[R], name: str) -> R:
+        return writes.trip(
             name,
             failure_count=self.failure_count,
             opened_at=self.opened_at,
@@ -113,8 +76,8 @@ class AcquireProbe(StoreWrite):
     seen_owner: str | None = None
     kind: ClassVar[WriteKind] = WriteKind.ACQUIRE
 
-    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
-        return writer.acquire_probe(
+    def apply(self, writes: StoreWrites[R], name: str) -> R:
+        return writes.acquire_probe(
             name,
             owner=self.owner,
             seen_opened_at=self.seen_opened_at,
@@ -136,8 +99,8 @@ class RenewProbe(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.RENEW
 
-    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
-        return writer.renew_probe(
+    def apply(self, writes: StoreWrites[R], name: str) -> R:
+        return writes.renew_probe(
             name, owner=self.owner, lease_expiry=self.lease_expiry, expires_at=self.expires_at
         )
 
@@ -153,8 +116,8 @@ class ReleaseProbe(StoreWrite):
     kind: ClassVar[WriteKind] = WriteKind.RELEASE
     lease_expiry: ClassVar[int] = 0
 
-    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
-        return writer.renew_probe(
+    def apply(self, writes: StoreWrites[R], name: str) -> R:
+        return writes.renew_probe(
             name, owner=self.owner, lease_expiry=0, expires_at=self.expires_at
         )
 
@@ -168,8 +131,8 @@ class Close(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.CLOSE
 
-    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
-        return writer.close(name, owner=self.owner, expires_at=self.expires_at)
+    def apply(self, writes: StoreWrites[R], name: str) -> R:
+        return writes.close(name, owner=self.owner, expires_at=self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +145,8 @@ class Reopen(StoreWrite):
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.REOPEN
 
-    def _on(self, writer: _Writer[R_co], name: str) -> R_co:
-        return writer.reopen(
+    def apply(self, writes: StoreWrites[R], name: str) -> R:
+        return writes.reopen(
             name, owner=self.owner, opened_at=self.opened_at, expires_at=self.expires_at
         )
 

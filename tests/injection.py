@@ -375,6 +375,17 @@ class Rig:
 
         return on_open
 
+    def breaker(self, name: str) -> CircuitBreaker:
+        """A breaker on this rig's store, clock and hooks, for a call form to drive."""
+        return CircuitBreaker(
+            name,
+            self.store,
+            config=self.config,
+            on_transition=self.on_transition,
+            on_circuit_open=self.on_circuit_open(REJECTED),
+            clock=self.clock,
+        )
+
     # the store as it is ----------------------------------------------------------------
 
     async def stored(self, name: str) -> CircuitRecord | None:
@@ -411,14 +422,7 @@ class BreakerForm(AsyncForm):
     def __init__(self, rig: Rig, name: str) -> None:
         super().__init__(rig)
         self.name = name
-        self._breaker = CircuitBreaker(
-            self.circuit,
-            rig.store,
-            config=rig.config,
-            on_transition=rig.on_transition,
-            on_circuit_open=rig.on_circuit_open(REJECTED),
-            clock=rig.clock,
-        )
+        self._breaker = rig.breaker(self.circuit)
         self._protected = self._breaker(rig.downstream)
 
     @property
@@ -600,14 +604,7 @@ class SyncForm:
     def __init__(self, rig: Rig, name: str) -> None:
         self.rig = rig
         self.name = name
-        self.breaker = CircuitBreaker(
-            self.circuit,
-            rig.store,
-            config=rig.config,
-            on_transition=rig.on_transition,
-            on_circuit_open=rig.on_circuit_open(REJECTED),
-            clock=rig.clock,
-        )
+        self.breaker = rig.breaker(self.circuit)
         self._protected = self.breaker(rig.downstream_sync)
 
     def call(self) -> Result:

@@ -344,7 +344,7 @@ class CircuitFleet(RuleBasedStateMachine):
             return None
         before = self.stored
         after = expected_write(before, write)
-        result = write.apply_blocking(self.table, NAME)
+        result = write.apply(self.table, NAME)
         assert result.won == (after is not None), (write, before)
         if result.won and write.kind is WriteKind.ACQUIRE:
             # An election replaces OPEN, a takeover HALF_OPEN: only the first is a transition.
@@ -695,7 +695,7 @@ def admit(machine: CircuitStateMachine, table: _RecordTable, at: float) -> Admit
         machine.on_read(table.read(NAME), at)
         decision = machine.admit(at, WALL_START + at, refreshed=True)
     if isinstance(decision, (AcquireProbe, RenewProbe)):
-        result = decision.apply_blocking(table, NAME)
+        result = decision.apply(table, NAME)
         decision = machine.on_election(decision, result, at)
     assert isinstance(decision, (Admit, Reject))
     return decision
@@ -712,7 +712,7 @@ def finish(
     assert isinstance(admitted, Admit)
     write = machine.on_outcome(admitted, outcome, WALL_START + at)
     if write is not None:
-        result = write.apply_blocking(table, NAME)
+        result = write.apply(table, NAME)
         machine.on_write(write, result, at)
 
 

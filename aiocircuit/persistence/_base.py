@@ -18,13 +18,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from .._circuit import CircuitInfo, CircuitState
 from .._portal import run_blocking
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+R_co = TypeVar("R_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -66,14 +68,11 @@ class WriteResult:
     replaced: CircuitState | None = None
 
 
-class BlockingStoreOps(Protocol):
-    """The operations of a store that completes them without waiting on I/O.
+class StoreWrites(Protocol[R_co]):
+    """The conditional writes, as a store has them (``R_co``: a coroutine of
+    ``WriteResult``) and as its blocking twin has them (``R_co``: ``WriteResult``). The
+    breaker's typed writes make themselves on either through this one shape."""
 
-    The sync shim calls these directly instead of going through its event-loop portal.
-    Same names and arguments as ``PersistenceStore``'s methods, minus ``async``.
-    """
-
-    def read(self, name: str) -> CircuitRecord | None: ...
     def trip(
         self,
         name: str,
@@ -82,7 +81,7 @@ class BlockingStoreOps(Protocol):
         opened_at: int,
         seen_opened_at: int | None,
         expires_at: int,
-    ) -> WriteResult: ...
+    ) -> R_co: ...
     def acquire_probe(
         self,
         name: str,
@@ -93,12 +92,20 @@ class BlockingStoreOps(Protocol):
         lease_expiry: int,
         expires_at: int,
         seen_owner: str | None = None,
-    ) -> WriteResult: ...
-    def renew_probe(
-        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
-    ) -> WriteResult: ...
-    def close(self, name: str, *, owner: str, expires_at: int) -> WriteResult: ...
-    def reopen(self, name: str, *, owner: str, opened_at: int, expires_at: int) -> WriteResult: ...
+    ) -> R_co: ...
+    def renew_probe(self, name: str, *, owner: str, lease_expiry: int, expires_at: int) -> R_co: ...
+    def close(self, name: str, *, owner: str, expires_at: int) -> R_co: ...
+    def reopen(self, name: str, *, owner: str, opened_at: int, expires_at: int) -> R_co: ...
+
+
+class BlockingStoreOps(StoreWrites[WriteResult], Protocol):
+    """The operations of a store that completes them without waiting on I/O.
+
+    The sync shim calls these directly instead of going through its event-loop portal.
+    Same names and arguments as ``PersistenceStore``'s methods, minus ``async``.
+    """
+
+    def read(self, name: str) -> CircuitRecord | None: ...
 
 
 class PersistenceStore(ABC):
