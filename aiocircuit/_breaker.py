@@ -132,6 +132,7 @@ class CircuitBreaker:
         "_failure_predicate",
         "_result_predicate",
         "_call_timeout",
+        "_slow_call",
         "_gateway",
         "_on_circuit_open",
         "_open_entry_count",
@@ -189,6 +190,7 @@ class CircuitBreaker:
             persistence_store, name, timeout=config.store_timeout, monotonic=clock.monotonic
         )
         self._on_circuit_open = None if on_circuit_open is None else Hook(on_circuit_open)
+        self._slow_call = config.slow_call_duration
         self._machine = CircuitStateMachine(
             name,
             failure_threshold=config.failure_threshold,
@@ -197,6 +199,15 @@ class CircuitBreaker:
             cache_max_age=config.local_cache_max_age,
             new_owner_id=_new_owner_id,
             fast_path_enabled=not self._disabled and config.call_timeout is None,
+            failure_rate_threshold=config.failure_rate_threshold,
+            sliding_window=config.sliding_window,
+            minimum_calls=config.minimum_calls,
+            slow_call_duration=config.slow_call_duration,
+            recovery_backoff=config.recovery_backoff,
+            max_recovery_timeout=config.max_recovery_timeout,
+            recovery_jitter=config.recovery_jitter,
+            enforce=config.enforce,
+            call_timeout=config.call_timeout,
         )
         self._flows = CircuitFlows(
             name,
@@ -240,7 +251,7 @@ class CircuitBreaker:
         record = await self._gateway.ask(f"reading circuit {self.name!r} failed", read)
         with self._flows.lock:
             self._machine.on_read(record, self._monotonic(), started=started)
-        return self._machine.info()
+            return self._machine.info(self._monotonic(), self._time())
 
     # -- operator control ------------------------------------------------------------
 
@@ -268,7 +279,7 @@ class CircuitBreaker:
             self._store.force,
             self.name,
             state=state,
-            opened_at=int(wall) if state is CircuitState.FORCED_OPEN else None,
+            opened_at=wall if state is CircuitState.FORCED_OPEN else None,
             expires_at=None if forced else self._machine.expires_at(wall),
         )
         what = f"forcing circuit {self.name!r} to {state.value} failed"
@@ -276,7 +287,7 @@ class CircuitBreaker:
         with self._flows.lock:
             self._machine.on_forced(record, self._monotonic())
         await self._flows.arun(self._flows.dispatch())
-        return self._machine.info()
+        return self._machine.info(self._monotonic(), self._time())
 
     # -- outcome classification ------------------------------------------------------
 
@@ -315,6 +326,16 @@ class CircuitBreaker:
             )
             return otherwise
 
+    def _success(self, started: float, ended: float) -> Outcome:
+        """The outcome of a call that returned normally: a failure if it was slow."""
+        slow = self._slow_call
+        return Outcome.FAILURE if slow is not None and ended - started > slow else Outcome.SUCCESS
+
+    async def _succeeded_slow(self, started: float, ended: float) -> None:
+        # A closed fast-path success the tally could not count alone.
+        outcome = self._success(started, ended)
+        await self._flows.arun(self._flows.record(ADMIT_CLOSED, outcome))
+
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(
             f"call through circuit {self.name!r} exceeded call_timeout={self._call_timeout}s"
@@ -338,7 +359,8 @@ class CircuitBreaker:
         """
         machine = self._machine
         monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
-        if monotonic() < machine.fast_deadline:
+        started = monotonic()
+        if started < machine.fast_deadline:
             awaitable = fn(*args, **kwargs)  # arguments that do not bind raise here, uncounted
             try:
                 result = await awaitable
@@ -349,12 +371,21 @@ class CircuitBreaker:
                 raise
             if self._result_predicate is not None and self._judge(result) is Outcome.FAILURE:
                 await self.fast_failed(None)
-            else:
+            elif (tally := machine.tally) is None:
                 machine.failures = 0
+            elif not tally(started, ended := monotonic()):
+                await self._succeeded_slow(started, ended)
             return result
         return cast(T, await self._acall_slow(fn, args, kwargs))
 
     # -- low level: the closed fast path, for integrations --------------------------
+
+    def fast_start(self) -> float | None:
+        """Low level, no I/O: like :meth:`fast_admits`, but returns the monotonic time
+        the call starts at (to hand to :meth:`fast_succeeded`), or ``None`` when the
+        call must go through :meth:`call`."""
+        now = self._monotonic()
+        return now if now < self._machine.fast_deadline else None
 
     def fast_admits(self) -> bool:
         """Low level, no I/O: whether a call may run now without admission, because the
@@ -365,18 +396,35 @@ class CircuitBreaker:
         :meth:`call`, which admits, rejects or probes."""
         return self._monotonic() < self._machine.fast_deadline
 
-    def fast_succeeded(self) -> None:
-        """Low level: a call run after :meth:`fast_admits` succeeded (no I/O)."""
-        self._machine.failures = 0
+    def fast_succeeded(self, started: float | None = None) -> bool:
+        """Low level: a call run after :meth:`fast_start` returned ``started`` (or after
+        :meth:`fast_admits`: ``None``, its duration unknown) succeeded. No I/O.
+
+        Returns True when it is counted. False means the success needs the slow path
+        (a slow call, which counts as a failure, or one that trips the failure-rate
+        window): record it with ``await breaker.fast_succeeded_slow(started)``."""
+        machine = self._machine
+        tally = machine.tally
+        if tally is None:
+            machine.failures = 0
+            return True
+        ended = self._monotonic()
+        return tally(ended if started is None else started, ended)
+
+    async def fast_succeeded_slow(self, started: float | None = None) -> None:
+        """Low level: record a success that :meth:`fast_succeeded` returned False for.
+        May trip the circuit."""
+        ended = self._monotonic()
+        await self._succeeded_slow(ended if started is None else started, ended)
 
     async def fast_failed(self, exc: BaseException | None) -> None:
         """Low level: a call run after :meth:`fast_admits` raised ``exc`` (counted or
         not as the configuration says), or, with ``exc`` None, returned a result that
         counts as a failure (see :meth:`result_fails`). May trip the circuit.
 
-        Every closed fast path records a failure through this; a success needs only
-        ``machine.failures = 0``, which the breaker's own fast paths do in place (a call
-        would cost more than the rest of the path)."""
+        Every closed fast path records a failure through this; the breaker's own fast
+        paths record a success in place, as :meth:`fast_succeeded` does (a call would
+        cost more than the rest of the path)."""
         outcome = Outcome.FAILURE if exc is None else self._classify(exc)
         await self._flows.arun(self._flows.record(ADMIT_CLOSED, outcome))
 
@@ -400,6 +448,7 @@ class CircuitBreaker:
             raise
         timeout = self._call_timeout
         timed_out = False
+        started = self._monotonic()
         try:
             if timeout is None:
                 result = await awaitable
@@ -413,13 +462,17 @@ class CircuitBreaker:
         if timed_out:
             await self._flows.arun(self._flows.record(decision, Outcome.FAILURE))
             raise self._timeout_error()
-        outcome = Outcome.SUCCESS if self._result_predicate is None else self._judge(result)
+        outcome = self._success(started, self._monotonic())
+        if outcome is Outcome.SUCCESS and self._result_predicate is not None:
+            outcome = self._judge(result)
         await self._flows.arun(self._flows.record(decision, outcome))
         return result
 
     async def __aenter__(self) -> CircuitBreaker:
         monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
         if monotonic() < self._machine.fast_deadline or self._disabled:
+            if self._slow_call is not None and not self._disabled:
+                self._push_entry(ADMIT_CLOSED, with_timeout_scope=False)  # to time it
             return self
         decision = await self._flows.arun(self._flows.admit())
         if isinstance(decision, Reject):
@@ -438,12 +491,18 @@ class CircuitBreaker:
         tb: TracebackType | None,
     ) -> None:
         if exc is None and not self._open_entry_count:
-            self._machine.failures = 0  # the closed fast path: a success, nothing tracked
+            # The closed fast path: a success, nothing tracked.
+            machine = self._machine
+            if (tally := machine.tally) is None:
+                machine.failures = 0
+            elif not tally(now := self._monotonic(), now):
+                await self._succeeded_slow(now, now)
             return
         entry = self._pop_entry() if self._open_entry_count else None
         if entry is None:
             if exc is None:
-                self._machine.failures = 0
+                if not self.fast_succeeded():
+                    await self.fast_succeeded_slow()
             elif not self._disabled:
                 await self._flows.arun(self._flows.record(ADMIT_CLOSED, self._classify(exc)))
             return
@@ -457,13 +516,21 @@ class CircuitBreaker:
         if timed_out:
             await self._flows.arun(self._flows.record(entry.admitted, Outcome.FAILURE))
             raise self._timeout_error() from None
-        outcome = Outcome.SUCCESS if exc is None else self._classify(exc)
+        if exc is None:
+            outcome = self._success(entry.started, self._monotonic())
+        else:
+            outcome = self._classify(exc)
         await self._flows.arun(self._flows.record(entry.admitted, outcome))
 
     def _push_entry(self, admitted: Admit, *, with_timeout_scope: bool) -> None:
-        # Only admissions whose exit needs more than "closed, no timeout" are tracked,
-        # so the closed fast path never touches the context variable.
-        if admitted.probe_owner is None and self._call_timeout is None:
+        # Only admissions whose exit needs more than "closed, untimed" are tracked, so
+        # the closed fast path never touches the context variable unless slow calls count.
+        if (
+            admitted.probe_owner is None
+            and admitted.shadowed is None
+            and self._call_timeout is None
+            and self._slow_call is None
+        ):
             return
         scope: anyio.CancelScope | None = None
         if self._call_timeout is not None and with_timeout_scope:
@@ -514,18 +581,21 @@ class CircuitBreaker:
             raise _returned_awaitable(fn, result)
         # A blocking call cannot be cancelled: one that overran counts as a failure,
         # but its result is not thrown away.
-        if timeout is not None and self._monotonic() - started > timeout:
+        ended = self._monotonic()
+        if timeout is not None and ended - started > timeout:
             outcome = Outcome.FAILURE
-        elif self._result_predicate is not None:
-            outcome = self._judge(result)
         else:
-            outcome = Outcome.SUCCESS
+            outcome = self._success(started, ended)
+            if outcome is Outcome.SUCCESS and self._result_predicate is not None:
+                outcome = self._judge(result)
         self._flows.run(self._flows.record(decision, outcome))
         return result
 
     def __enter__(self) -> CircuitBreaker:
         monotonic = self._monotonic  # a local: CPython 3.11 cannot specialise self._monotonic()
         if monotonic() < self._machine.fast_deadline or self._disabled:
+            if self._slow_call is not None and not self._disabled:
+                self._push_entry(ADMIT_CLOSED, with_timeout_scope=False)  # to time it
             return self
         decision = self._flows.run(self._flows.admit())
         if isinstance(decision, Reject):
@@ -544,23 +614,28 @@ class CircuitBreaker:
         tb: TracebackType | None,
     ) -> None:
         if exc is None and not self._open_entry_count:
-            self._machine.failures = 0  # the closed fast path: a success, nothing tracked
+            # The closed fast path: a success, nothing tracked.
+            machine = self._machine
+            if (tally := machine.tally) is None:
+                machine.failures = 0
+            elif not tally(now := self._monotonic(), now):
+                self._flows.run(self._flows.record(ADMIT_CLOSED, Outcome.SUCCESS))
             return
         entry = self._pop_entry() if self._open_entry_count else None
         if entry is None:
             if exc is None:
-                self._machine.failures = 0
+                if not self.fast_succeeded():
+                    self._flows.run(self._flows.record(ADMIT_CLOSED, Outcome.SUCCESS))
             elif not self._disabled:
                 self._flows.run(self._flows.record(ADMIT_CLOSED, self._classify(exc)))
             return
+        ended = self._monotonic()
         if exc is not None:
             outcome = self._classify(exc)
-        elif self._call_timeout is not None and (
-            self._monotonic() - entry.started > self._call_timeout
-        ):
+        elif self._call_timeout is not None and ended - entry.started > self._call_timeout:
             outcome = Outcome.FAILURE
         else:
-            outcome = Outcome.SUCCESS
+            outcome = self._success(entry.started, ended)
         self._flows.run(self._flows.record(entry.admitted, outcome))
 
     # -- decorator -------------------------------------------------------------------
@@ -600,10 +675,12 @@ class CircuitBreaker:
         record = self.fast_failed
         judge = None if self._result_predicate is None else self._judge
         slow = self._acall_slow
+        succeeded_slow = self._succeeded_slow
 
         @functools.wraps(fn)
         async def protected(*args: P.args, **kwargs: P.kwargs) -> T:
-            if monotonic() < machine.fast_deadline:
+            started = monotonic()
+            if started < machine.fast_deadline:
                 coroutine = fn(*args, **kwargs)  # arguments that do not bind raise, uncounted
                 try:
                     result = await coroutine
@@ -612,8 +689,10 @@ class CircuitBreaker:
                     raise
                 if judge is not None and judge(result) is Outcome.FAILURE:
                     await record(None)
-                else:
+                elif (tally := machine.tally) is None:
                     machine.failures = 0
+                elif not tally(started, ended := monotonic()):
+                    await succeeded_slow(started, ended)
                 return result
             return cast(T, await slow(fn, args, kwargs))
 
@@ -624,13 +703,15 @@ class CircuitBreaker:
         monotonic = self._monotonic
         flows = self._flows
         classify = self._classify
+        success = self._success
         judge = None if self._result_predicate is None else self._judge
         slow = self._call_sync_slow
         coroutine_type = types.CoroutineType  # an identity test: the cheapest on this path
 
         @functools.wraps(fn)
         def protected(*args: P.args, **kwargs: P.kwargs) -> T:
-            if monotonic() < machine.fast_deadline:
+            started = monotonic()
+            if started < machine.fast_deadline:
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
@@ -640,8 +721,10 @@ class CircuitBreaker:
                     raise _returned_awaitable(fn, result)
                 if judge is not None and judge(result) is Outcome.FAILURE:
                     flows.run(flows.record(ADMIT_CLOSED, Outcome.FAILURE))
-                else:
+                elif (tally := machine.tally) is None:
                     machine.failures = 0
+                elif not tally(started, ended := monotonic()):
+                    flows.run(flows.record(ADMIT_CLOSED, success(started, ended)))
                 return result
             return cast(T, slow(fn, args, kwargs))
 

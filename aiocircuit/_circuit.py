@@ -30,15 +30,20 @@ class CircuitState(str, enum.Enum):
 class CircuitInfo:
     """A snapshot of a circuit as a breaker saw it.
 
-    ``failure_count`` is the consecutive-failure count of the environment that tripped
-    the circuit, at trip time (0 in states not reached by a trip). ``opened_at`` is in
-    Unix seconds, ``None`` while closed.
+    ``failure_count`` is the number of failures that tripped the circuit, in the
+    environment that tripped it: the streak, or the failures in its window for a trip on
+    the failure rate (0 in states not reached by a trip). ``opened_at`` is in Unix
+    seconds, ``None`` while closed. ``open_period`` is how many seconds the current open
+    period lasts (``None`` while closed or forced); ``probe_at`` is the Unix time at
+    which a probe may start (``None`` unless ``OPEN``).
     """
 
     name: str
     state: CircuitState
     failure_count: int = 0
-    opened_at: int | None = None
+    opened_at: float | None = None
+    open_period: float | None = None
+    probe_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -48,4 +53,4 @@ class CircuitTransition:
     circuit_name: str
     from_state: CircuitState
     to_state: CircuitState
-    opened_at: int | None = None
+    opened_at: float | None = None

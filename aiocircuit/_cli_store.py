@@ -304,7 +304,7 @@ def _check_name(name: str) -> str:
 # -- output ----------------------------------------------------------------------------
 
 
-def _iso(seconds: int) -> str | None:
+def _iso(seconds: float) -> str | None:
     try:
         return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (OverflowError, OSError, ValueError):  # a corrupted, absurd timestamp
@@ -324,7 +324,7 @@ def circuit_json(info: CircuitInfo, now: float) -> dict[str, Any]:
         "failure_count": info.failure_count,
         "opened_at": opened_at,
         "opened_at_iso": None if opened_at is None else _iso(opened_at),
-        "open_for_seconds": None if opened_at is None else max(0, math.floor(now) - opened_at),
+        "open_for_seconds": None if opened_at is None else max(0, math.floor(now - opened_at)),
     }
 
 
@@ -352,7 +352,7 @@ def format_table(infos: Sequence[CircuitInfo], now: float) -> list[str]:
                 info.state.value,
                 str(info.failure_count),
                 data["opened_at_iso"] or "-",
-                "-" if info.opened_at is None else str(info.opened_at),
+                "-" if info.opened_at is None else f"{info.opened_at:.3f}",
                 "-" if data["open_for_seconds"] is None else _duration(data["open_for_seconds"]),
             ]
         )

@@ -55,12 +55,16 @@ _Exceptions = Annotated[ExceptionTypes, BeforeValidator(_one_or_many), Field(min
 _FailurePredicate = Annotated[Callable[[Exception], bool], AfterValidator(_synchronous)]
 _ResultPredicate = Annotated[Callable[[Any], bool], AfterValidator(_synchronous)]
 
+# The float fields that are ratios or factors, not seconds (for error messages).
+_FRACTIONS = frozenset({"failure_rate_threshold", "recovery_backoff", "recovery_jitter"})
+
 # What a field allows, by pydantic error type, for the fields that are not numbers.
 _PROBLEMS = {
     "tuple_type": "must be an Exception subclass or an iterable of Exception subclasses",
     "is_subclass_of": "must contain only Exception subclasses",
     "too_short": "must contain at least one exception type",
     "callable_type": "must be a callable returning bool",
+    "bool_type": "must be True or False",
 }
 
 
@@ -74,14 +78,42 @@ class CircuitBreakerConfig(BaseModel):
     Every number of seconds is finite and may be given as an ``int``; it is stored as a
     ``float``. ``bool`` is refused wherever a number is expected.
 
+    A circuit trips on whichever of its two rules fires first: the streak
+    (``failure_threshold``) and the failure rate (``failure_rate_threshold``), at least
+    one of which must be set. Slow calls (``slow_call_duration``) count as failures for
+    both.
+
     Attributes:
         failure_threshold: consecutive counted failures in one process that open the
-            circuit. An integer, at least 1.
+            circuit. An integer, at least 1; ``None`` turns the streak rule off.
         success_threshold: consecutive successful probes that close it again. An
             integer, at least 1.
-        recovery_timeout: seconds a circuit stays open before one probe may run; also
-            the length of a probe lease. At least 1: stores keep whole Unix seconds, so
-            a probe may start up to one second before the full timeout has passed.
+        failure_rate_threshold: when set (``0 < x <= 1``), the circuit also opens once,
+            over the last ``sliding_window`` seconds, at least ``minimum_calls`` calls
+            have ended in this process and the share of them that failed is ``>= x``.
+        sliding_window: seconds the failure rate is counted over (more than 0). Counted
+            in 20 buckets: a call drops out of the window between ``sliding_window``
+            minus one bucket and ``sliding_window`` after it was counted.
+        minimum_calls: calls that must have ended within the window before the rate
+            can trip the circuit. An integer, at least 1.
+        slow_call_duration: seconds (more than 0) beyond which a call that succeeded
+            counts as a failure. It is not cancelled: ``call_timeout`` cancels.
+        recovery_timeout: seconds a circuit stays open, after a trip, before one probe
+            may run (at least 0.01). A probe lease lasts at least this long too (and at
+            least a second, and at least ``call_timeout``).
+        recovery_backoff: each failed probe multiplies the next open period by this
+            (at least 1), up to ``max_recovery_timeout``; a close starts again from
+            ``recovery_timeout``. The fleet shares the current period through the store.
+        max_recovery_timeout: the longest an open period may grow to (at least
+            ``recovery_timeout``); ``None``: no cap.
+        recovery_jitter: each open period is drawn once, at the trip or reopen,
+            uniformly from ``[1 - x, 1 + x]`` times its nominal length (``0 <= x < 1``),
+            and the whole fleet waits that drawn period; never longer than
+            ``max_recovery_timeout``.
+        enforce: ``False`` is shadow mode, for rolling out or tuning a rule: the circuit
+            trips, elects probes and closes in the store as usual, but this breaker
+            never rejects. A call it would have rejected runs, its outcome does not
+            count, and it is logged at debug level as ``would_reject``.
         handled_exceptions: only these exception types count as failures (one type or
             an iterable of types, at least one).
         ignored_exceptions: every ``Exception`` except these counts as a failure.
@@ -103,11 +135,11 @@ class CircuitBreakerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    failure_threshold: int = Field(5, strict=True, ge=1)
+    failure_threshold: int | None = Field(5, strict=True, ge=1)
     success_threshold: int = Field(3, strict=True, ge=1)
-    # Stores keep whole seconds (Powertools' item layout): a shorter recovery timeout
-    # could not be told apart from none at all.
-    recovery_timeout: float = Field(30.0, strict=True, allow_inf_nan=False, ge=1)
+    # Stores keep sub-second times; below 10 ms a probe would start before most stores
+    # could even answer the trip.
+    recovery_timeout: float = Field(30.0, strict=True, allow_inf_nan=False, ge=0.01)
     handled_exceptions: _Exceptions | None = None
     ignored_exceptions: _Exceptions | None = None
     local_cache_max_age: float = Field(5.0, strict=True, allow_inf_nan=False, ge=0)
@@ -115,6 +147,14 @@ class CircuitBreakerConfig(BaseModel):
     store_timeout: float = Field(1.0, strict=True, allow_inf_nan=False, gt=0)
     failure_predicate: _FailurePredicate | None = None
     result_predicate: _ResultPredicate | None = None
+    failure_rate_threshold: float | None = Field(None, strict=True, allow_inf_nan=False, gt=0, le=1)
+    sliding_window: float = Field(60.0, strict=True, allow_inf_nan=False, gt=0)
+    minimum_calls: int = Field(20, strict=True, ge=1)
+    slow_call_duration: float | None = Field(None, strict=True, allow_inf_nan=False, gt=0)
+    recovery_backoff: float = Field(1.0, strict=True, allow_inf_nan=False, ge=1)
+    max_recovery_timeout: float | None = Field(None, strict=True, allow_inf_nan=False, gt=0)
+    recovery_jitter: float = Field(0.0, strict=True, allow_inf_nan=False, ge=0, lt=1)
+    enforce: bool = Field(True, strict=True)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -153,22 +193,38 @@ class CircuitBreakerConfig(BaseModel):
         info = cls.model_fields[field]
         types = get_args(info.annotation) or (info.annotation,)
         if int in types:
-            words = ["an integer"]
+            kind = "an integer"
+        elif float in types and field in _FRACTIONS:
+            kind = "a finite number"
         elif float in types:
-            words = ["a finite number of seconds"]
+            kind = "a finite number of seconds"
         else:
             return None
+        bounds = []
         for constraint in info.metadata:
-            for attribute, symbol in (("ge", ">="), ("gt", ">")):
+            for attribute, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
                 bound = getattr(constraint, attribute, None)
                 if isinstance(bound, (int, float)):
-                    words.append(f"{symbol} {bound:g}")
-        if type(None) in types:
-            words.append("or None")
-        return " ".join(words)
+                    bounds.append(f"{symbol} {bound:g}")
+        words = " ".join([kind, " and ".join(bounds)]) if bounds else kind
+        return f"{words} or None" if type(None) in types else words
 
     @model_validator(mode="after")
     def _check_exclusive(self) -> CircuitBreakerConfig:
+        if self.failure_threshold is None and self.failure_rate_threshold is None:
+            raise CircuitBreakerConfigError(
+                "failure_threshold",
+                "failure_threshold and failure_rate_threshold are both None: the circuit "
+                "could never trip; set at least one",
+            )
+        if self.max_recovery_timeout is not None and (
+            self.max_recovery_timeout < self.recovery_timeout
+        ):
+            raise CircuitBreakerConfigError(
+                "max_recovery_timeout",
+                f"must be >= recovery_timeout ({self.recovery_timeout:g}) or None, "
+                f"got {self.max_recovery_timeout!r}",
+            )
         if self.handled_exceptions is not None and self.ignored_exceptions is not None:
             raise CircuitBreakerConfigError(
                 "handled_exceptions",

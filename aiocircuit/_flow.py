@@ -161,7 +161,7 @@ class CircuitFlows:
     def record(self, admitted: Admit, outcome: Outcome) -> Flow[None]:
         """Record how an admitted call ended, with the write that calls for, if any."""
         with self.lock:
-            write = self.machine.on_outcome(admitted, outcome, self._time())
+            write = self.machine.on_outcome(admitted, outcome, self._monotonic(), self._time())
         if write is None:
             return
         interrupted = yield Apply(write)

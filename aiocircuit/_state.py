@@ -5,8 +5,14 @@ results of store operations and carry out what it decides, so the two call paths
 drift apart. Callers serialise access to one machine (the drivers hold a lock).
 
 A process holds, per circuit: the last record it saw and until when it may trust it
-(``fresh_until``, monotonic), its own consecutive-failure streak while closed, and, while
-it probes, the lease it holds. Everything else is in the store.
+(``fresh_until``, monotonic), its own counts while closed (the consecutive-failure
+streak, and the failure-rate window when that rule is on), and, while it probes, the
+lease it holds. Everything else is in the store.
+
+Open periods: a trip opens the circuit for ``recovery_timeout``; each failed probe
+multiplies the next period by ``recovery_backoff`` (up to ``max_recovery_timeout``);
+``recovery_jitter`` spreads each period around its nominal length. The process that
+trips or reopens draws the period once and stores it, so the fleet waits one period.
 
 Clocks: the store's timestamps are Unix seconds, written by many hosts. This process
 reads them once, when a record arrives, and turns them into local monotonic deadlines
@@ -19,12 +25,15 @@ for longer than the configuration allows.
 from __future__ import annotations
 
 import enum
+import logging
 import math
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._circuit import CircuitInfo, CircuitState, CircuitTransition
+from ._window import FailureWindow
 from ._writes import (
     AcquireProbe,
     Close,
@@ -37,6 +46,8 @@ from ._writes import (
 )
 from .persistence._base import CLOSED_RECORD, CircuitRecord, WriteResult
 
+logger = logging.getLogger("aiocircuit")
+
 # Stored records outlive their last write by this much beyond the recovery timeout, so a
 # live circuit is never reaped mid-cycle and an abandoned one cleans itself up
 # (Powertools' PERSISTED_STATE_TTL_BUFFER).
@@ -45,6 +56,17 @@ RECORD_TTL_BUFFER = 3600
 # A change of more than this in Unix time minus monotonic time is a step of the wall
 # clock (an operator, a VM resumed, NTP stepping), not the slow slew NTP applies.
 WALL_CLOCK_STEP = 1.0
+
+# A wait read from the store may run this much past what the configuration allows from
+# when it was seen: Powertools' whole-second rounding, and clock error between hosts.
+CLOCK_SLACK = 2.0
+
+# A probe lease lasts at least this long, however short the open period: a probe is a
+# real call, and a lease that lapses under it lets a second probe in.
+MIN_LEASE = 1.0
+
+# "No cap" on a growing open period still means a finite one: about 31 years.
+UNCAPPED_PERIOD = 1e9
 
 _CLOSED = CircuitState.CLOSED
 _OPEN = CircuitState.OPEN
@@ -74,9 +96,12 @@ REFRESH = Refresh()
 @dataclass(frozen=True, slots=True)
 class Admit:
     """Decision: run the call. ``probe_owner`` is the lease it probes under, or ``None``
-    for an ordinary call on a closed circuit."""
+    for an ordinary call on a closed circuit. ``shadowed`` is set in shadow mode
+    (``enforce=False``) for a call that runs although the circuit would reject it: the
+    rejection it stands for. Its outcome counts for nothing."""
 
     probe_owner: str | None = None
+    shadowed: Reject | None = None
 
 
 ADMIT_CLOSED = Admit()
@@ -101,6 +126,15 @@ class CircuitStateMachine:
         "failure_threshold",
         "success_threshold",
         "recovery_timeout",
+        "recovery_backoff",
+        "max_recovery_timeout",
+        "recovery_jitter",
+        "enforce",
+        "window",
+        "slow_call_duration",
+        "tally",
+        "lease_length",
+        "uniform",
         "cache_max_age",
         "fast_path_enabled",
         "new_owner_id",
@@ -114,7 +148,7 @@ class CircuitStateMachine:
         "probe_successes",
         "transitions",
         "writes_seen",
-        "_longest_wait",
+        "_longest_period",
         "_wall_offset",
         "_pin_offset",
         "_deadline_key",
@@ -125,17 +159,44 @@ class CircuitStateMachine:
         self,
         name: str,
         *,
-        failure_threshold: int,
+        failure_threshold: int | None,
         success_threshold: int,
         recovery_timeout: float,
         cache_max_age: float,
         new_owner_id: Callable[[], str],
         fast_path_enabled: bool = True,
+        failure_rate_threshold: float | None = None,
+        sliding_window: float = 60.0,
+        minimum_calls: int = 20,
+        slow_call_duration: float | None = None,
+        recovery_backoff: float = 1.0,
+        max_recovery_timeout: float | None = None,
+        recovery_jitter: float = 0.0,
+        enforce: bool = True,
+        call_timeout: float | None = None,
+        uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.success_threshold = success_threshold
         self.recovery_timeout = recovery_timeout
+        self.recovery_backoff = recovery_backoff
+        self.max_recovery_timeout = max_recovery_timeout
+        self.recovery_jitter = recovery_jitter
+        self.enforce = enforce
+        self.uniform = uniform  # draws a jittered period; injectable for tests
+        self.window = (
+            None
+            if failure_rate_threshold is None
+            else FailureWindow(sliding_window, failure_rate_threshold, minimum_calls)
+        )
+        self.slow_call_duration = slow_call_duration
+        # What the closed fast path calls on a success, when a success needs more than
+        # resetting the streak: counting in the window, or checking for a slow call.
+        self.tally: Callable[[float, float], bool] | None = (
+            None if self.window is None and slow_call_duration is None else self.closed_success
+        )
+        self.lease_length = max(recovery_timeout, MIN_LEASE, call_timeout or 0.0)
         self.cache_max_age = cache_max_age
         self.new_owner_id = new_owner_id
         self.fast_path_enabled = fast_path_enabled
@@ -156,10 +217,14 @@ class CircuitStateMachine:
         # Counts the write answers applied: a read that started before one of them
         # carries an older record and must not roll the view back.
         self.writes_seen = 0
-        # An open period or a lease never lasts longer than this from when it is seen:
-        # recovery_timeout, plus a second for the store's whole-second rounding and one
-        # for clock error between hosts.
-        self._longest_wait = recovery_timeout + 2
+        # The longest open period this configuration can draw: a stored one longer than
+        # that (a wrong unit, a corrupted item) is cut to it.
+        if max_recovery_timeout is not None:
+            self._longest_period = max_recovery_timeout
+        elif recovery_backoff == 1:
+            self._longest_period = recovery_timeout * (1 + recovery_jitter)
+        else:
+            self._longest_period = UNCAPPED_PERIOD
         # Unix time minus monotonic time at the last decision: how a record arriving
         # later, with only a monotonic reading, is placed in Unix time (None until the
         # first decision).
@@ -177,6 +242,8 @@ class CircuitStateMachine:
         self.fresh_until = -math.inf
         self.fast_deadline = -math.inf
         self.failures = 0
+        if self.window is not None:
+            self.window.clear()
         self.lease_owner = None
         self._free_probe_slot(None)
         self.probe_successes = 0
@@ -189,8 +256,35 @@ class CircuitStateMachine:
     def state(self) -> CircuitState:
         return self.record.state
 
-    def info(self) -> CircuitInfo:
-        return self.record.info(self.name)
+    def info(self, mono: float | None = None, wall: float | None = None) -> CircuitInfo:
+        """The public snapshot of the cached record, with its open period and, when
+        ``mono`` and ``wall`` say when it is asked, when a probe may start."""
+        record = self.record
+        if record.state is not _OPEN and record.state is not _HALF_OPEN:
+            return record.info(self.name)
+        probe_at = None
+        if record.state is _OPEN and mono is not None and wall is not None:
+            if self._deadline_key is None:
+                self._pin_deadline(mono, wall)
+            probe_at = self._deadline
+        return CircuitInfo(
+            self.name,
+            record.state,
+            record.failure_count,
+            record.opened_at,
+            self._open_period(record),
+            probe_at,
+        )
+
+    def _open_period(self, record: CircuitRecord) -> float:
+        """The stored record's open period, as this configuration can have drawn it: an
+        absent one (Powertools wrote the record) is ``recovery_timeout``, an impossible
+        one (not a positive number) too, and one longer than the longest this
+        configuration can draw is cut to that."""
+        period = record.open_period
+        if period is None or not 0 < period < math.inf:
+            return self.recovery_timeout
+        return min(period, self._longest_period)
 
     def on_read(
         self, record: CircuitRecord | None, mono: float, *, started: int | None = None
@@ -209,9 +303,11 @@ class CircuitStateMachine:
         self.record = record
         self.fresh_until = mono + self.cache_max_age
         if record.state is _CLOSED and previous is not _CLOSED:
-            # Another environment finished a recovery cycle: a partial streak from
-            # before it is stale.
+            # Another environment finished a recovery cycle: partial counts from before
+            # it are stale.
             self.failures = 0
+            if self.window is not None:
+                self.window.clear()
         if self.lease_owner is not None and record.probe_owner != self.lease_owner:
             self._drop_lease()
         self._update_fast_deadline()
@@ -222,19 +318,26 @@ class CircuitStateMachine:
         """Place the cached record's open period or lease on this process's clocks, once
         per stored value: reading the same record again keeps the deadline it had."""
         record = self.record
-        key = (record.state, record.opened_at, record.probe_owner, record.lease_expiry)
+        key = (
+            record.state,
+            record.opened_at,
+            record.open_period,
+            record.probe_owner,
+            record.lease_expiry,
+        )
         if key == self._deadline_key:
             return
         self._deadline_key = key
         self._pin_offset = wall - mono
-        # Clamped to what the configuration makes possible (_longest_wait): a stored
-        # time in the future, from a host whose clock is far ahead or a value in the
-        # wrong unit, cannot make a wait longer than that.
+        # Clamped to what the configuration makes possible: a stored time in the
+        # future, from a host whose clock is far ahead or a value in the wrong unit,
+        # cannot make a wait longer than the period (or lease) plus CLOCK_SLACK.
         if record.state is _OPEN:
+            period = self._open_period(record)
             opened_at = wall if record.opened_at is None else record.opened_at
-            self._deadline = min(opened_at + self.recovery_timeout, wall + self._longest_wait)
+            self._deadline = min(opened_at + period, wall + period + CLOCK_SLACK)
         elif record.state is _HALF_OPEN and record.lease_expiry is not None:
-            self._deadline = min(record.lease_expiry, wall + self._longest_wait)
+            self._deadline = min(record.lease_expiry, wall + self.lease_length + CLOCK_SLACK)
         else:
             self._deadline = math.inf
 
@@ -254,9 +357,24 @@ class CircuitStateMachine:
         self.lease_owner = None
         self.probe_successes = 0
 
-    def expires_at(self, wall: float) -> int:
-        """When a record written at ``wall`` may be reaped (its TTL)."""
-        return int(wall + self.recovery_timeout) + RECORD_TTL_BUFFER
+    def expires_at(self, wall: float, period: float | None = None) -> int:
+        """When a record written at ``wall``, open for ``period`` (or nothing longer
+        than a lease), may be reaped (its TTL)."""
+        longest = self.lease_length if period is None else max(period, self.lease_length)
+        return int(wall + longest) + RECORD_TTL_BUFFER
+
+    def draw_open_period(self, reopen_count: int) -> float:
+        """The open period after ``reopen_count`` failed probes since the trip: its
+        nominal length grown by the backoff and capped, then jittered once."""
+        try:
+            nominal = self.recovery_timeout * self.recovery_backoff**reopen_count
+        except OverflowError:
+            nominal = math.inf
+        nominal = min(nominal, self._longest_period)
+        jitter = self.recovery_jitter
+        if jitter:
+            nominal *= self.uniform(1 - jitter, 1 + jitter)
+        return min(nominal, self._longest_period)
 
     # -- admission -------------------------------------------------------------------
 
@@ -274,9 +392,9 @@ class CircuitStateMachine:
             # Never probes: nothing admits a call until an operator lifts it, which no
             # one can predict. The wait an ordinary open period has is the honest hint
             # (and a number a Retry-After header can carry).
-            return self._reject(self.recovery_timeout)
+            return self._reject(self.recovery_timeout, mono, wall)
         if mono < self.probe_slot_until:
-            return self._reject(0.0)
+            return self._reject(0.0, mono, wall)
         if self._deadline_key is None:
             self._pin_deadline(mono, wall)  # a record adopted before any decision
         now = self._local_wall(mono, wall)
@@ -287,33 +405,42 @@ class CircuitStateMachine:
             self._drop_lease()  # our lease ran out: take it again like anyone else
         if record.state is _OPEN:
             if now < deadline:
-                return self._reject(deadline - now)
-            seen = record.opened_at if record.opened_at is not None else int(wall)
+                return self._reject(deadline - now, mono, wall)
+            seen = record.opened_at if record.opened_at is not None else wall
             return self._acquire(seen, wall, mono, wall)
         if record.state is _HALF_OPEN:
             if record.lease_expiry is None:
                 # A lease with no expiry can only be reaped by the record's TTL.
-                return self._reject(self.recovery_timeout)
+                return self._reject(self.recovery_timeout, mono, wall)
             if now < deadline:
-                return self._reject(deadline - now)
+                return self._reject(deadline - now, mono, wall)
             # The lease lapsed by this process's clock. The takeover is fenced on the
             # holder and the expiry seen: it applies to that lease, never to one taken
             # since, whatever this host's wall clock says.
             return self._acquire(record.opened_at or 0, record.lease_expiry, mono, wall)
-        return self._reject(self.recovery_timeout)
+        return self._reject(self.recovery_timeout, mono, wall)
 
-    def _reject(self, retry_after: float) -> Reject:
-        return Reject(self.record.info(self.name), retry_after)
+    def _reject(
+        self, retry_after: float, mono: float | None = None, wall: float | None = None
+    ) -> Admit | Reject:
+        reject = Reject(self.info(mono, wall), retry_after)
+        if self.enforce:
+            return reject
+        # Shadow mode: the call runs, uncounted, and says what would have happened.
+        logger.debug(
+            "circuit %r: would_reject (%s; shadow mode, enforce=False)",
+            self.name,
+            reject.circuit.state.value,
+        )
+        return Admit(None, reject)
 
-    def _lease_expiry(self, wall: float) -> int:
-        # Rounded up: a lease always runs at least recovery_timeout, so a probe that
-        # starts under it is never taken over sooner than that.
-        return math.ceil(wall + self.recovery_timeout)
+    def _lease_expiry(self, wall: float) -> float:
+        return wall + self.lease_length
 
     def _take_probe_slot(self, owner: str, mono: float) -> None:
-        # As long as the lease this probe is elected for, plus the second it is rounded
-        # up by: past that, the lease has lapsed in the store as well.
-        self.probe_slot_until = mono + self.recovery_timeout + 1
+        # As long as the lease this probe is elected for: past that, the lease has
+        # lapsed in the store as well.
+        self.probe_slot_until = mono + self.lease_length
         self.probe_slot_owner = owner
 
     def _free_probe_slot(self, owner: str | None) -> None:
@@ -324,7 +451,7 @@ class CircuitStateMachine:
             self.probe_slot_until = -math.inf
             self.probe_slot_owner = None
 
-    def _acquire(self, seen_opened_at: int, now: float, mono: float, wall: float) -> AcquireProbe:
+    def _acquire(self, seen_opened_at: float, now: float, mono: float, wall: float) -> AcquireProbe:
         owner = self.new_owner_id()
         self._take_probe_slot(owner, mono)
         return AcquireProbe(
@@ -351,14 +478,21 @@ class CircuitStateMachine:
 
     # -- outcomes --------------------------------------------------------------------
 
-    def on_outcome(self, admitted: Admit, outcome: Outcome, wall: float) -> Followup | None:
-        """Record how an admitted call ended; return the write it calls for, if any."""
+    def on_outcome(
+        self, admitted: Admit, outcome: Outcome, mono: float, wall: float
+    ) -> Followup | None:
+        """Record how an admitted call ended at ``mono`` / ``wall``; return the write it
+        calls for, if any."""
         owner = admitted.probe_owner
         if owner is None:
-            return self._on_closed_outcome(outcome, wall)
+            if admitted.shadowed is not None:
+                return None  # shadow mode: a call the circuit would have rejected
+            return self._on_closed_outcome(outcome, mono, wall)
         expires_at = self.expires_at(wall)
         if outcome is Outcome.FAILURE:
-            return Reopen(owner, int(wall), expires_at, self.record)
+            count = self.record.reopen_count + 1
+            period = self.draw_open_period(count)
+            return Reopen(owner, wall, period, count, self.expires_at(wall, period), self.record)
         if outcome is Outcome.IGNORED:
             return ReleaseProbe(owner, expires_at, self.record)
         if owner != self.lease_owner:
@@ -372,24 +506,51 @@ class CircuitStateMachine:
         self._free_probe_slot(owner)  # the next call probes, renewing the lease
         return None
 
-    def _on_closed_outcome(self, outcome: Outcome, wall: float) -> Trip | None:
+    def closed_success(self, started: float, ended: float) -> bool:
+        """The closed fast path's success (a call from ``started`` to ``ended``,
+        monotonic), when it needs more than resetting the streak: count it and return
+        True, or return False, counting nothing, when it must go through
+        :meth:`on_outcome` (a slow call, or one that trips the window)."""
+        slow = self.slow_call_duration
+        if slow is not None and ended - started > slow:
+            return False
+        window = self.window
+        if window is not None and not window.count_success(ended):
+            return False
+        self.failures = 0
+        return True
+
+    def _on_closed_outcome(self, outcome: Outcome, mono: float, wall: float) -> Trip | None:
         if self.record.state is not _CLOSED:
             return None  # admitted before the circuit left CLOSED: nothing to count
-        if outcome is Outcome.SUCCESS:
-            self.failures = 0
-            return None
         if outcome is Outcome.IGNORED:
             return None
-        self.failures += 1
-        if self.failures < self.failure_threshold:
+        window = self.window
+        failed = outcome is Outcome.FAILURE
+        rate_trips = window is not None and window.record(mono, failed=failed)
+        if not failed:
+            self.failures = 0
+            if not rate_trips:
+                return None
+        else:
+            self.failures += 1
+        threshold = self.failure_threshold
+        streak_trips = failed and threshold is not None and self.failures >= threshold
+        if not (rate_trips or streak_trips):
             return None
+        assert window is not None or streak_trips
+        count = window.failures if rate_trips and window is not None else self.failures
         # Reset before the write, so exactly one of many concurrent failures trips.
-        count, self.failures = self.failures, 0
+        self.failures = 0
+        if window is not None:
+            window.clear()
+        period = self.draw_open_period(0)
         return Trip(
             failure_count=count,
-            opened_at=int(wall),
+            opened_at=wall,
             seen_opened_at=self.record.opened_at,
-            expires_at=self.expires_at(wall),
+            open_period=period,
+            expires_at=self.expires_at(wall, period),
             seen=self.record,
         )
 
@@ -452,6 +613,8 @@ class CircuitStateMachine:
         elif isinstance(write, Close):
             self._drop_lease()
             self.failures = 0
+            if self.window is not None:
+                self.window.clear()
             self._transition(_HALF_OPEN, _CLOSED, None)
         elif isinstance(write, Reopen):
             self._drop_lease()
@@ -485,6 +648,6 @@ class CircuitStateMachine:
             self._transition(previous, record.state, record.opened_at)
 
     def _transition(
-        self, from_state: CircuitState, to_state: CircuitState, opened_at: int | None
+        self, from_state: CircuitState, to_state: CircuitState, opened_at: float | None
     ) -> None:
         self.transitions.append(CircuitTransition(self.name, from_state, to_state, opened_at))

@@ -43,11 +43,13 @@ class StoreWrite:
 
 @dataclass(frozen=True, slots=True)
 class Trip(StoreWrite):
-    """Open a closed circuit (or one still open since ``seen_opened_at``)."""
+    """Open a closed circuit (or one still open since ``seen_opened_at``) for
+    ``open_period`` seconds."""
 
     failure_count: int
-    opened_at: int
-    seen_opened_at: int | None
+    opened_at: float
+    seen_opened_at: float | None
+    open_period: float
     expires_at: int
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.TRIP
@@ -58,6 +60,7 @@ class Trip(StoreWrite):
             failure_count=self.failure_count,
             opened_at=self.opened_at,
             seen_opened_at=self.seen_opened_at,
+            open_period=self.open_period,
             expires_at=self.expires_at,
         )
 
@@ -68,9 +71,9 @@ class AcquireProbe(StoreWrite):
     takeover of a lease that lapsed at or before ``now``, still held by ``seen_owner``."""
 
     owner: str
-    seen_opened_at: int
+    seen_opened_at: float
     now: float
-    lease_expiry: int
+    lease_expiry: float
     expires_at: int
     seen: CircuitRecord
     seen_owner: str | None = None
@@ -94,7 +97,7 @@ class RenewProbe(StoreWrite):
     an expiry in the past: :class:`ReleaseProbe`)."""
 
     owner: str
-    lease_expiry: int
+    lease_expiry: float
     expires_at: int
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.RENEW
@@ -114,11 +117,11 @@ class ReleaseProbe(StoreWrite):
     expires_at: int
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.RELEASE
-    lease_expiry: ClassVar[int] = 0
+    lease_expiry: ClassVar[float] = 0.0
 
     def apply(self, writes: StoreWrites[R], name: str) -> R:
         return writes.renew_probe(
-            name, owner=self.owner, lease_expiry=0, expires_at=self.expires_at
+            name, owner=self.owner, lease_expiry=0.0, expires_at=self.expires_at
         )
 
 
@@ -137,17 +140,25 @@ class Close(StoreWrite):
 
 @dataclass(frozen=True, slots=True)
 class Reopen(StoreWrite):
-    """Open the circuit again from ``opened_at``, if ``owner`` holds the lease."""
+    """Open the circuit again from ``opened_at`` for ``open_period`` seconds, the
+    ``reopen_count``-th failed probe since the trip, if ``owner`` holds the lease."""
 
     owner: str
-    opened_at: int
+    opened_at: float
+    open_period: float
+    reopen_count: int
     expires_at: int
     seen: CircuitRecord
     kind: ClassVar[WriteKind] = WriteKind.REOPEN
 
     def apply(self, writes: StoreWrites[R], name: str) -> R:
         return writes.reopen(
-            name, owner=self.owner, opened_at=self.opened_at, expires_at=self.expires_at
+            name,
+            owner=self.owner,
+            opened_at=self.opened_at,
+            open_period=self.open_period,
+            reopen_count=self.reopen_count,
+            expires_at=self.expires_at,
         )
 
 

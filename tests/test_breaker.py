@@ -121,7 +121,7 @@ async def test_threshold_failure_trips_and_raises_original(clock: FakeClock) -> 
         CircuitTransition("payments", CircuitState.CLOSED, CircuitState.OPEN, 1_800_000_000)
     ]
     info = await breaker.info()
-    assert info == CircuitInfo("payments", CircuitState.OPEN, 3, 1_800_000_000)
+    assert info == CircuitInfo("payments", CircuitState.OPEN, 3, 1_800_000_000, 10.0, 1_800_000_010)
 
 
 async def test_success_resets_the_streak(clock: FakeClock) -> None:
@@ -144,7 +144,9 @@ async def test_open_circuit_rejects_without_running(clock: FakeClock) -> None:
     with pytest.raises(CircuitBreakerOpenError) as caught:
         await breaker.call(downstream)
     assert downstream.calls == 3
-    assert caught.value.circuit == CircuitInfo("payments", CircuitState.OPEN, 3, 1_800_000_000)
+    assert caught.value.circuit == CircuitInfo(
+        "payments", CircuitState.OPEN, 3, 1_800_000_000, 10.0, 1_800_000_010
+    )
     assert caught.value.retry_after == pytest.approx(6)
     assert "payments" in str(caught.value)
 
@@ -467,6 +469,7 @@ async def test_call_refuses_a_plain_function_without_counting(clock: FakeClock) 
     def blocking() -> str:
         return "ran"
 
+    assert FAST.failure_threshold is not None
     for _ in range(FAST.failure_threshold):
         with pytest.raises(TypeError, match="returns an awaitable"):
             await breaker.call(blocking)  # type: ignore[arg-type]

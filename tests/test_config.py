@@ -42,7 +42,22 @@ def test_defaults_match_powertools() -> None:
         ("success_threshold", 0),
         ("success_threshold", None),
         ("recovery_timeout", 0),
-        ("recovery_timeout", 0.5),
+        ("recovery_timeout", 0.005),
+        ("failure_rate_threshold", 0),
+        ("failure_rate_threshold", 1.5),
+        ("failure_rate_threshold", True),
+        ("sliding_window", 0),
+        ("minimum_calls", 0),
+        ("minimum_calls", 2.0),
+        ("slow_call_duration", 0),
+        ("slow_call_duration", math.inf),
+        ("recovery_backoff", 0.9),
+        ("max_recovery_timeout", 0),
+        ("max_recovery_timeout", 10),
+        ("recovery_jitter", 1.0),
+        ("recovery_jitter", -0.1),
+        ("enforce", "no"),
+        ("enforce", 0),
         ("recovery_timeout", -1.0),
         ("recovery_timeout", math.inf),
         ("recovery_timeout", math.nan),
@@ -83,10 +98,22 @@ def test_invalid_value_names_the_field(field: str, value: Any) -> None:
 @pytest.mark.parametrize(
     ("field", "value", "problem"),
     [
-        ("failure_threshold", 0, "must be an integer >= 1, got 0"),
+        ("failure_threshold", 0, "must be an integer >= 1 or None, got 0"),
         ("success_threshold", True, "must be an integer >= 1, got True"),
-        ("recovery_timeout", 0.5, "must be a finite number of seconds >= 1, got 0.5"),
-        ("recovery_timeout", math.nan, "must be a finite number of seconds >= 1, got nan"),
+        ("recovery_timeout", 0.005, "must be a finite number of seconds >= 0.01, got 0.005"),
+        ("recovery_timeout", math.nan, "must be a finite number of seconds >= 0.01, got nan"),
+        (
+            "failure_rate_threshold",
+            1.5,
+            "must be a finite number > 0 and <= 1 or None, got 1.5",
+        ),
+        ("recovery_jitter", 1, "must be a finite number >= 0 and < 1, got 1"),
+        ("enforce", "no", "must be True or False, got 'no'"),
+        (
+            "max_recovery_timeout",
+            10,
+            "must be >= recovery_timeout (30) or None, got 10.0",
+        ),
         ("local_cache_max_age", -1, "must be a finite number of seconds >= 0, got -1"),
         ("call_timeout", "2", "must be a finite number of seconds > 0 or None, got '2'"),
         ("store_timeout", -1, "must be a finite number of seconds > 0, got -1"),
@@ -230,3 +257,31 @@ def test_deep_copy_with_update() -> None:
     assert copied.failure_predicate is replacement
     assert isinstance(copied.result_predicate, Predicate)
     assert copied.result_predicate is not predicate
+
+
+def test_both_trip_rules_off_is_refused_naming_both() -> None:
+    """A circuit that could never trip is a configuration error naming both rules."""
+    with pytest.raises(CircuitBreakerConfigError) as caught:
+        CircuitBreakerConfig(failure_threshold=None)
+    assert "failure_threshold" in str(caught.value)
+    assert "failure_rate_threshold" in str(caught.value)
+    config = CircuitBreakerConfig(failure_threshold=None, failure_rate_threshold=0.5)
+    assert (config.failure_threshold, config.failure_rate_threshold) == (None, 0.5)
+    with pytest.raises(CircuitBreakerConfigError):
+        config.model_copy(update={"failure_rate_threshold": None})
+
+
+def test_new_fields_default_to_todays_behaviour() -> None:
+    """Rate rule off, no slow calls, fixed open periods, enforcing."""
+    config = CircuitBreakerConfig()
+    assert (
+        config.failure_rate_threshold,
+        config.sliding_window,
+        config.minimum_calls,
+        config.slow_call_duration,
+        config.recovery_backoff,
+        config.max_recovery_timeout,
+        config.recovery_jitter,
+        config.enforce,
+    ) == (None, 60.0, 20, None, 1.0, None, 0.0, True)
+    assert CircuitBreakerConfig(recovery_timeout=0.01).recovery_timeout == 0.01

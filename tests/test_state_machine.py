@@ -30,7 +30,7 @@ import pytest
 from hypothesis import event, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from aiocircuit._circuit import CircuitState, CircuitTransition
+from aiocircuit._circuit import CircuitInfo, CircuitState, CircuitTransition
 from aiocircuit._state import (
     ADMIT_CLOSED,
     REFRESH,
@@ -86,7 +86,9 @@ def expected_write(
         )
         if not applies:
             return None
-        return CircuitRecord(OPEN, write.failure_count, write.opened_at)
+        return CircuitRecord(
+            OPEN, write.failure_count, write.opened_at, open_period=write.open_period
+        )
     if current is None:
         return None
     if isinstance(write, AcquireProbe):
@@ -103,7 +105,13 @@ def expected_write(
         )
         if not (election or takeover):
             return None
-        return CircuitRecord(HALF_OPEN, 0, current.opened_at, write.owner, write.lease_expiry)
+        return replace(
+            current,
+            state=HALF_OPEN,
+            failure_count=0,
+            probe_owner=write.owner,
+            lease_expiry=write.lease_expiry,
+        )
     assert isinstance(write, (RenewProbe, ReleaseProbe, Close, Reopen))
     if current.probe_owner != write.owner:
         return None  # every probe write is fenced by the owner id
@@ -111,13 +119,20 @@ def expected_write(
         return replace(current, lease_expiry=write.lease_expiry)
     if isinstance(write, Close):
         return CircuitRecord(CLOSED)
-    return CircuitRecord(OPEN, 0, write.opened_at)
+    return CircuitRecord(
+        OPEN, 0, write.opened_at, open_period=write.open_period, reopen_count=write.reopen_count
+    )
 
 
-def lease_expiry(wall: float) -> int:
-    """A lease taken or renewed at ``wall`` runs for the recovery timeout, rounded up to
-    the store's whole seconds so that it is never shorter."""
-    return math.ceil(wall + RECOVERY_TIMEOUT)
+def lease_expiry(wall: float) -> float:
+    """A lease taken or renewed at ``wall`` runs for the recovery timeout (at least a
+    second, which the one here is)."""
+    return wall + RECOVERY_TIMEOUT
+
+
+def snapshot(info: CircuitInfo) -> CircuitInfo:
+    """``info`` without what only the machine can add (the period, when to probe)."""
+    return replace(info, open_period=None, probe_at=None)
 
 
 def check_well_formed(record: CircuitRecord | None) -> None:
@@ -240,9 +255,12 @@ class CircuitFleet(RuleBasedStateMachine):
                 failure_count=failure_threshold,
                 opened_at=opened_at,
                 seen_opened_at=None,
+                open_period=RECOVERY_TIMEOUT,
                 expires_at=expires_at,
             )
-            self.stored = CircuitRecord(OPEN, failure_threshold, opened_at)
+            self.stored = CircuitRecord(
+                OPEN, failure_threshold, opened_at, open_period=RECOVERY_TIMEOUT
+            )
         if stored is HALF_OPEN:
             lease = lease_expiry(lease_taken)
             self.table.acquire_probe(
@@ -253,7 +271,9 @@ class CircuitFleet(RuleBasedStateMachine):
                 lease_expiry=lease,
                 expires_at=expires_at,
             )
-            self.stored = CircuitRecord(HALF_OPEN, 0, opened_at, "vanished", lease)
+            self.stored = CircuitRecord(
+                HALF_OPEN, 0, opened_at, "vanished", lease, RECOVERY_TIMEOUT
+            )
             self.issued_owners.add("vanished")
             self.latest_owner = "vanished"
         for _ in range(processes):
@@ -306,7 +326,7 @@ class CircuitFleet(RuleBasedStateMachine):
         has not outlived the lease it was taken for."""
 
         def holds(slot_at: float) -> bool:
-            return self.mono < slot_at + RECOVERY_TIMEOUT + 1
+            return self.mono < slot_at + RECOVERY_TIMEOUT
 
         return any(
             c.process == index and c.admitted.probe_owner is not None and holds(c.slot_at)
@@ -329,7 +349,7 @@ class CircuitFleet(RuleBasedStateMachine):
     def check_reject(self, proc: Process, decision: Reject, retry_after: float | None) -> None:
         """A rejection describes what the process saw, and says when to retry."""
         assert decision.retry_after >= 0
-        assert decision.circuit == proc.view.info(NAME)
+        assert snapshot(decision.circuit) == proc.view.info(NAME)
         if retry_after is not None:
             assert decision.retry_after == pytest.approx(retry_after)
 
@@ -473,7 +493,7 @@ class CircuitFleet(RuleBasedStateMachine):
             machine.on_read(record, self.mono)
             self.hand(proc, record)
             decision = machine.admit(self.mono, self.wall, refreshed=True)
-        assert machine.info() == proc.view.info(NAME)
+        assert snapshot(machine.info()) == proc.view.info(NAME)
         kind, detail = self.expected_admission(index)
         if kind == "admit":
             assert decision is ADMIT_CLOSED  # a closed circuit never writes
@@ -559,7 +579,7 @@ class CircuitFleet(RuleBasedStateMachine):
         self.running.remove(call)
         index, owner = call.process, call.admitted.probe_owner
         proc = self.process(index)
-        write = proc.machine.on_outcome(call.admitted, outcome, self.wall)
+        write = proc.machine.on_outcome(call.admitted, outcome, self.mono, self.wall)
         if owner is None:
             self.closed_outcome(proc, outcome, write)
         else:
@@ -590,7 +610,8 @@ class CircuitFleet(RuleBasedStateMachine):
         assert isinstance(write, Trip)
         assert proc.loose >= self.failure_threshold, "tripped before a full streak"
         assert write.failure_count == self.failure_threshold
-        assert write.opened_at == int(self.wall)
+        assert write.opened_at == self.wall
+        assert write.open_period == RECOVERY_TIMEOUT
         assert write.seen_opened_at is None
         proc.clean = proc.loose = 0
 
@@ -611,7 +632,8 @@ class CircuitFleet(RuleBasedStateMachine):
         elif outcome is Outcome.FAILURE:
             assert write is not None, "a failed probe did not reopen the circuit"
             assert isinstance(write, Reopen)
-            assert write.opened_at == int(self.wall)
+            assert write.opened_at == self.wall
+            assert write.open_period == RECOVERY_TIMEOUT  # no backoff configured
         else:
             assert write is not None, "an ignored probe did not release its lease"
             assert isinstance(write, ReleaseProbe)
@@ -658,7 +680,7 @@ class CircuitFleet(RuleBasedStateMachine):
     def views_match(self) -> None:
         """Each process acts on the last record it was handed."""
         for proc in self.processes:
-            assert proc.machine.info() == proc.view.info(NAME)
+            assert snapshot(proc.machine.info()) == proc.view.info(NAME)
 
 
 CircuitFleet.TestCase.settings = settings(max_examples=1000, stateful_step_count=50, deadline=None)
@@ -710,7 +732,7 @@ def finish(
 ) -> None:
     """Record how an admitted call ended, making the write it calls for."""
     assert isinstance(admitted, Admit)
-    write = machine.on_outcome(admitted, outcome, WALL_START + at)
+    write = machine.on_outcome(admitted, outcome, at, WALL_START + at)
     if write is not None:
         result = write.apply(table, NAME)
         machine.on_write(write, result, at)
@@ -719,7 +741,7 @@ def finish(
 def trip(machine: CircuitStateMachine, table: _RecordTable, at: float) -> None:
     """Trip a circuit with failure_threshold 1."""
     finish(machine, table, admit(machine, table, at), Outcome.FAILURE, at)
-    assert table.read(NAME) == CircuitRecord(OPEN, 1, int(WALL_START + at))
+    assert table.read(NAME) == CircuitRecord(OPEN, 1, WALL_START + at, open_period=RECOVERY_TIMEOUT)
 
 
 def test_full_failure_streak_trips_once() -> None:
@@ -731,8 +753,8 @@ def test_full_failure_streak_trips_once() -> None:
         finish(machine, table, admit(machine, table, 0.5), Outcome.FAILURE, 0.5)
     assert table.read(NAME) is None
     finish(machine, table, admit(machine, table, 0.7), Outcome.FAILURE, 0.7)
-    opened_at = int(WALL_START + 0.7)
-    assert table.read(NAME) == CircuitRecord(OPEN, 3, opened_at)
+    opened_at = WALL_START + 0.7
+    assert table.read(NAME) == CircuitRecord(OPEN, 3, opened_at, open_period=RECOVERY_TIMEOUT)
     assert list(machine.transitions) == [CircuitTransition(NAME, CLOSED, OPEN, opened_at)]
 
 
@@ -742,15 +764,17 @@ def test_open_circuit_rejects_until_recovery_timeout_then_admits_one_probe() -> 
     trip(a, table, 0.5)
     early = admit(b, table, 9.0)
     assert isinstance(early, Reject)
-    assert early.retry_after == pytest.approx(1.0)
-    probe = admit(a, table, 10.0)
+    assert early.retry_after == pytest.approx(1.5)
+    assert early.circuit.probe_at == WALL_START + 10.5
+    assert isinstance(admit(a, table, 10.499), Reject)  # to the sub-second
+    probe = admit(a, table, 10.5)
     assert isinstance(probe, Admit)
     assert probe.probe_owner is not None
-    assert isinstance(admit(a, table, 10.0), Reject)  # one probe per process, too
-    lost_election = admit(b, table, 10.0)  # B's cached view still says OPEN
+    assert isinstance(admit(a, table, 10.5), Reject)  # one probe per process, too
+    lost_election = admit(b, table, 10.5)  # B's cached view still says OPEN
     assert isinstance(lost_election, Reject)
     assert lost_election.circuit.state is HALF_OPEN
-    later = admit(b, table, 10.0)
+    later = admit(b, table, 10.5)
     assert isinstance(later, Reject)
     assert later.retry_after == pytest.approx(RECOVERY_TIMEOUT)
     assert [t.to_state for t in a.transitions] == [OPEN, HALF_OPEN]
@@ -777,13 +801,15 @@ def test_consecutive_probe_successes_close_the_circuit() -> None:
 
 
 def test_probe_failure_reopens_at_the_failure_time() -> None:
-    """A failed probe reopens the circuit with opened_at = the failure's whole second."""
+    """A failed probe reopens the circuit with opened_at = the failure's time."""
     table, (a, b) = make_fleet()
     trip(a, table, 0.0)
     probe = admit(a, table, 10.0)
     finish(a, table, probe, Outcome.FAILURE, 12.3)
-    opened_at = int(WALL_START + 12.3)
-    assert table.read(NAME) == CircuitRecord(OPEN, 0, opened_at)
+    opened_at = WALL_START + 12.3
+    assert table.read(NAME) == CircuitRecord(
+        OPEN, 0, opened_at, open_period=RECOVERY_TIMEOUT, reopen_count=1
+    )
     assert a.transitions[-1] == CircuitTransition(NAME, HALF_OPEN, OPEN, opened_at)
     rejected = admit(b, table, 13.0)
     assert isinstance(rejected, Reject)
@@ -812,17 +838,19 @@ def test_store_failures_fail_open() -> None:
     assert a.admit(0.0, WALL_START) is REFRESH  # the read fails: the driver admits closed
     assert a.admit(0.0, WALL_START) is REFRESH  # nothing was cached: it asks again
     a.on_read(None, 0.0)  # the next read answers
-    write = a.on_outcome(ADMIT_CLOSED, Outcome.FAILURE, WALL_START)
+    write = a.on_outcome(ADMIT_CLOSED, Outcome.FAILURE, 0.0, WALL_START)
     assert write is not None
     a.on_write(write, None, 0.0)  # the trip failed
     assert list(a.transitions) == []
     trip(a, table, 0.5)  # the next streak trips
-    b.on_read(table.read(NAME), 10.0)
-    election = b.admit(10.0, WALL_START + 10)
+    b.on_read(table.read(NAME), 10.5)
+    election = b.admit(10.5, WALL_START + 10.5)
     assert isinstance(election, (AcquireProbe, RenewProbe))
-    assert b.on_election(election, None, 10.0) is ADMIT_CLOSED
+    assert b.on_election(election, None, 10.5) is ADMIT_CLOSED
     assert list(b.transitions) == []
-    assert table.read(NAME) == CircuitRecord(OPEN, 1, int(WALL_START + 0.5))
+    assert table.read(NAME) == CircuitRecord(
+        OPEN, 1, WALL_START + 0.5, open_period=RECOVERY_TIMEOUT
+    )
 
 
 def test_fresh_cache_is_not_read_and_closed_circuit_never_writes() -> None:
@@ -832,8 +860,8 @@ def test_fresh_cache_is_not_read_and_closed_circuit_never_writes() -> None:
     machine.on_read(table.read(NAME), 0.0)
     for at in [0.0, 2.0, 4.9]:
         assert machine.admit(at, WALL_START + at) is ADMIT_CLOSED
-        assert machine.on_outcome(ADMIT_CLOSED, Outcome.SUCCESS, WALL_START + at) is None
-        assert machine.on_outcome(ADMIT_CLOSED, Outcome.FAILURE, WALL_START + at) is None
+        assert machine.on_outcome(ADMIT_CLOSED, Outcome.SUCCESS, at, WALL_START + at) is None
+        assert machine.on_outcome(ADMIT_CLOSED, Outcome.FAILURE, at, WALL_START + at) is None
     assert machine.admit(5.0, WALL_START + 5) is REFRESH
 
 

@@ -102,19 +102,15 @@ def http_config(
 def fast_path_failed(
     breaker: CircuitBreaker, response: object, status: int, judge_by_status: bool
 ) -> bool:
-    """Whether a response the closed fast path let through counts as a failure, which
-    the caller then records (``await breaker.fast_failed(None)``); a success is
-    recorded here (``breaker.fast_succeeded()``).
+    """Whether a response the closed fast path let through counts as a failure (which
+    the caller records with ``await breaker.fast_failed(None)``; a success it records
+    with ``breaker.fast_succeeded(started)``).
 
     ``judge_by_status``: the config's result rule is the built-in ``status >= 500``,
     tested inline; a user's ``result_predicate`` goes through the breaker, which
     survives one that raises.
     """
-    failed = status >= 500 if judge_by_status else breaker.result_fails(response)
-    if failed:
-        return True
-    breaker.fast_succeeded()
-    return False
+    return status >= 500 if judge_by_status else breaker.result_fails(response)
 
 
 def check_options(

@@ -196,7 +196,7 @@ class CircuitBreakerMiddleware:
             # handler here rather than through call and _send spares resuming through
             # those two frames at every suspension of the exchange. Measurable against
             # the ~100 us of client CPU an aiohttp request costs; keep it to this frame.
-            if breaker.fast_admits():
+            if (started := breaker.fast_start()) is not None:
                 try:
                     response = await handler(request)
                 except asyncio.CancelledError as exc:
@@ -208,6 +208,8 @@ class CircuitBreakerMiddleware:
                     raise
                 if fast_path_failed(breaker, response, response.status, self._judge_by_status):
                     await breaker.fast_failed(None)
+                elif not breaker.fast_succeeded(started):
+                    await breaker.fast_succeeded_slow(started)
                 return response
             return await breaker.call(_send, request, handler)
         except _TotalTimeout as exc:

@@ -147,7 +147,7 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
         try:
             # The closed fast path, run in this frame, as the aiohttp middleware does: one
             # frame fewer to resume through at each suspension than through call().
-            if breaker.fast_admits():
+            if (started := breaker.fast_start()) is not None:
                 try:
                     response = await self._transport.handle_async_request(request)
                 except BaseException as exc:
@@ -155,6 +155,8 @@ class CircuitBreakerTransport(httpx.AsyncBaseTransport):
                     raise
                 if fast_path_failed(breaker, response, response.status_code, self._judge_by_status):
                     await breaker.fast_failed(None)
+                elif not breaker.fast_succeeded(started):
+                    await breaker.fast_succeeded_slow(started)
                 return response
             return await breaker.call(self._transport.handle_async_request, request)
         except CircuitBreakerOpenError as exc:

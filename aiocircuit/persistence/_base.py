@@ -9,8 +9,9 @@ loses the condition and adopts what is stored.
 Fencing tokens: ``opened_at`` fences the trip and the probe election; the probe owner id
 fences every write a probe makes (renew, close, reopen).
 
-Timestamps are Unix seconds as whole numbers (rounded down by the breaker), so that
-records are byte-for-byte compatible with Powertools' DynamoDB items.
+Timestamps are Unix seconds as floats, sub-second. A store gives back exactly the value
+it was given: the fences compare them for equality. (The DynamoDB store also keeps
+Powertools' whole-second attributes, so that both libraries share a table.)
 """
 
 from __future__ import annotations
@@ -35,16 +36,23 @@ class CircuitRecord:
 
     ``probe_owner`` and ``lease_expiry`` are set only while a probe holds the lease
     (``HALF_OPEN``); ``opened_at`` only while the circuit is not ``CLOSED``.
+    ``open_period`` is how many seconds the current open period lasts, as the process
+    that tripped or reopened the circuit drew it (``None``: each reader's own
+    ``recovery_timeout``, as for a record Powertools wrote); ``reopen_count`` counts the
+    failed probes since the trip, which lengthen the open period.
     """
 
     state: CircuitState
     failure_count: int = 0
-    opened_at: int | None = None
+    opened_at: float | None = None
     probe_owner: str | None = None
-    lease_expiry: int | None = None
+    lease_expiry: float | None = None
+    open_period: float | None = None
+    reopen_count: int = 0
 
     def info(self, name: str) -> CircuitInfo:
-        """The public snapshot of this record."""
+        """The public snapshot of this record, as stored (``probe_at`` unset: placing it
+        in time is the breaker's)."""
         return CircuitInfo(name, self.state, self.failure_count, self.opened_at)
 
 
@@ -78,8 +86,9 @@ class StoreWrites(Protocol[R_co]):
         name: str,
         *,
         failure_count: int,
-        opened_at: int,
-        seen_opened_at: int | None,
+        opened_at: float,
+        seen_opened_at: float | None,
+        open_period: float,
         expires_at: int,
     ) -> R_co: ...
     def acquire_probe(
@@ -87,15 +96,26 @@ class StoreWrites(Protocol[R_co]):
         name: str,
         *,
         owner: str,
-        seen_opened_at: int,
+        seen_opened_at: float,
         now: float,
-        lease_expiry: int,
+        lease_expiry: float,
         expires_at: int,
         seen_owner: str | None = None,
     ) -> R_co: ...
-    def renew_probe(self, name: str, *, owner: str, lease_expiry: int, expires_at: int) -> R_co: ...
+    def renew_probe(
+        self, name: str, *, owner: str, lease_expiry: float, expires_at: int
+    ) -> R_co: ...
     def close(self, name: str, *, owner: str, expires_at: int) -> R_co: ...
-    def reopen(self, name: str, *, owner: str, opened_at: int, expires_at: int) -> R_co: ...
+    def reopen(
+        self,
+        name: str,
+        *,
+        owner: str,
+        opened_at: float,
+        open_period: float,
+        reopen_count: int,
+        expires_at: int,
+    ) -> R_co: ...
 
 
 class BlockingStoreOps(StoreWrites[WriteResult], Protocol):
@@ -130,11 +150,13 @@ class PersistenceStore(ABC):
         name: str,
         *,
         failure_count: int,
-        opened_at: int,
-        seen_opened_at: int | None,
+        opened_at: float,
+        seen_opened_at: float | None,
+        open_period: float,
         expires_at: int,
     ) -> WriteResult:
-        """Store ``OPEN`` with ``opened_at`` and ``failure_count``, clearing any probe lease.
+        """Store ``OPEN`` with ``opened_at``, ``failure_count`` and ``open_period``,
+        ``reopen_count`` 0, clearing any probe lease.
 
         Applies only if the record is missing or ``CLOSED``, or ``OPEN`` with
         ``opened_at == seen_opened_at`` (when ``seen_opened_at`` is not ``None``).
@@ -146,14 +168,15 @@ class PersistenceStore(ABC):
         name: str,
         *,
         owner: str,
-        seen_opened_at: int,
+        seen_opened_at: float,
         now: float,
-        lease_expiry: int,
+        lease_expiry: float,
         expires_at: int,
         seen_owner: str | None = None,
     ) -> WriteResult:
         """Take the probe lease: store ``HALF_OPEN`` with ``owner`` and ``lease_expiry``
-        and ``failure_count`` 0, keeping ``opened_at``.
+        and ``failure_count`` 0, keeping ``opened_at``, ``open_period`` and
+        ``reopen_count``.
 
         Applies only if the record is ``OPEN`` with no owner and
         ``opened_at == seen_opened_at`` (the election), or ``HALF_OPEN`` with
@@ -165,7 +188,7 @@ class PersistenceStore(ABC):
 
     @abstractmethod
     async def renew_probe(
-        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
+        self, name: str, *, owner: str, lease_expiry: float, expires_at: int
     ) -> WriteResult:
         """Set the lease's expiry to ``lease_expiry``, only if ``owner`` holds it.
 
@@ -176,15 +199,22 @@ class PersistenceStore(ABC):
 
     @abstractmethod
     async def close(self, name: str, *, owner: str, expires_at: int) -> WriteResult:
-        """Store ``CLOSED``, clearing ``opened_at`` and the lease, only if ``owner`` holds
-        the lease."""
+        """Store ``CLOSED``, clearing ``opened_at``, ``open_period``, ``reopen_count``
+        and the lease, only if ``owner`` holds the lease."""
 
     @abstractmethod
     async def reopen(
-        self, name: str, *, owner: str, opened_at: int, expires_at: int
+        self,
+        name: str,
+        *,
+        owner: str,
+        opened_at: float,
+        open_period: float,
+        reopen_count: int,
+        expires_at: int,
     ) -> WriteResult:
-        """Store ``OPEN`` with a fresh ``opened_at``, clearing the lease, only if
-        ``owner`` holds it."""
+        """Store ``OPEN`` with a fresh ``opened_at``, ``open_period`` and
+        ``reopen_count``, clearing the lease, only if ``owner`` holds it."""
 
     @abstractmethod
     async def force(
@@ -192,11 +222,11 @@ class PersistenceStore(ABC):
         name: str,
         *,
         state: CircuitState,
-        opened_at: int | None,
+        opened_at: float | None,
         expires_at: int | None,
     ) -> CircuitRecord:
-        """Store ``state`` unconditionally, with ``opened_at``, failure count 0 and no
-        lease; return the stored record.
+        """Store ``state`` unconditionally, with ``opened_at``, failure count 0, no open
+        period, ``reopen_count`` 0 and no lease; return the stored record.
 
         An operator's override (``force_open``, ``force_closed``, ``reset``): it applies
         whatever is stored. ``expires_at`` ``None`` means the record never expires (a

@@ -52,8 +52,9 @@ class _RecordTable:
         name: str,
         *,
         failure_count: int,
-        opened_at: int,
-        seen_opened_at: int | None,
+        opened_at: float,
+        seen_opened_at: float | None,
+        open_period: float,
         expires_at: int,
     ) -> WriteResult:
         with self._lock:
@@ -67,7 +68,9 @@ class _RecordTable:
                     and current.opened_at == seen_opened_at
                 )
             )
-            new = CircuitRecord(CircuitState.OPEN, failure_count, opened_at)
+            new = CircuitRecord(
+                CircuitState.OPEN, failure_count, opened_at, open_period=open_period
+            )
             return self._write_if(name, condition, new)
 
     def acquire_probe(
@@ -75,9 +78,9 @@ class _RecordTable:
         name: str,
         *,
         owner: str,
-        seen_opened_at: int,
+        seen_opened_at: float,
         now: float,
-        lease_expiry: int,
+        lease_expiry: float,
         expires_at: int,
         seen_owner: str | None = None,
     ) -> WriteResult:
@@ -96,7 +99,13 @@ class _RecordTable:
                 and current.lease_expiry <= now
                 and (seen_owner is None or current.probe_owner == seen_owner)
             )
-            new = CircuitRecord(CircuitState.HALF_OPEN, 0, current.opened_at, owner, lease_expiry)
+            new = replace(
+                current,
+                state=CircuitState.HALF_OPEN,
+                failure_count=0,
+                probe_owner=owner,
+                lease_expiry=lease_expiry,
+            )
             result = self._write_if(name, election or takeover, new)
             return replace(result, replaced=current.state) if result.won else result
 
@@ -107,7 +116,7 @@ class _RecordTable:
         return current
 
     def renew_probe(
-        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
+        self, name: str, *, owner: str, lease_expiry: float, expires_at: int
     ) -> WriteResult:
         with self._lock:
             current = self._owned(name, owner)
@@ -120,10 +129,25 @@ class _RecordTable:
             condition = self._owned(name, owner) is not None
             return self._write_if(name, condition, CircuitRecord(CircuitState.CLOSED))
 
-    def reopen(self, name: str, *, owner: str, opened_at: int, expires_at: int) -> WriteResult:
+    def reopen(
+        self,
+        name: str,
+        *,
+        owner: str,
+        opened_at: float,
+        open_period: float,
+        reopen_count: int,
+        expires_at: int,
+    ) -> WriteResult:
         with self._lock:
             condition = self._owned(name, owner) is not None
-            new = CircuitRecord(CircuitState.OPEN, 0, opened_at)
+            new = CircuitRecord(
+                CircuitState.OPEN,
+                0,
+                opened_at,
+                open_period=open_period,
+                reopen_count=reopen_count,
+            )
             return self._write_if(name, condition, new)
 
     def force(
@@ -131,7 +155,7 @@ class _RecordTable:
         name: str,
         *,
         state: CircuitState,
-        opened_at: int | None,
+        opened_at: float | None,
         expires_at: int | None,
     ) -> CircuitRecord:
         record = CircuitRecord(state, 0, opened_at)
@@ -171,8 +195,9 @@ class InMemoryPersistence(PersistenceStore):
         name: str,
         *,
         failure_count: int,
-        opened_at: int,
-        seen_opened_at: int | None,
+        opened_at: float,
+        seen_opened_at: float | None,
+        open_period: float,
         expires_at: int,
     ) -> WriteResult:
         return self._table.trip(
@@ -180,6 +205,7 @@ class InMemoryPersistence(PersistenceStore):
             failure_count=failure_count,
             opened_at=opened_at,
             seen_opened_at=seen_opened_at,
+            open_period=open_period,
             expires_at=expires_at,
         )
 
@@ -188,9 +214,9 @@ class InMemoryPersistence(PersistenceStore):
         name: str,
         *,
         owner: str,
-        seen_opened_at: int,
+        seen_opened_at: float,
         now: float,
-        lease_expiry: int,
+        lease_expiry: float,
         expires_at: int,
         seen_owner: str | None = None,
     ) -> WriteResult:
@@ -205,7 +231,7 @@ class InMemoryPersistence(PersistenceStore):
         )
 
     async def renew_probe(
-        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
+        self, name: str, *, owner: str, lease_expiry: float, expires_at: int
     ) -> WriteResult:
         return self._table.renew_probe(
             name, owner=owner, lease_expiry=lease_expiry, expires_at=expires_at
@@ -215,16 +241,30 @@ class InMemoryPersistence(PersistenceStore):
         return self._table.close(name, owner=owner, expires_at=expires_at)
 
     async def reopen(
-        self, name: str, *, owner: str, opened_at: int, expires_at: int
+        self,
+        name: str,
+        *,
+        owner: str,
+        opened_at: float,
+        open_period: float,
+        reopen_count: int,
+        expires_at: int,
     ) -> WriteResult:
-        return self._table.reopen(name, owner=owner, opened_at=opened_at, expires_at=expires_at)
+        return self._table.reopen(
+            name,
+            owner=owner,
+            opened_at=opened_at,
+            open_period=open_period,
+            reopen_count=reopen_count,
+            expires_at=expires_at,
+        )
 
     async def force(
         self,
         name: str,
         *,
         state: CircuitState,
-        opened_at: int | None,
+        opened_at: float | None,
         expires_at: int | None,
     ) -> CircuitRecord:
         return self._table.force(name, state=state, opened_at=opened_at, expires_at=expires_at)

@@ -1,7 +1,13 @@
 """Circuit state in a DynamoDB table, shared by a whole fleet (``aiocircuit[dynamodb]``).
 
 The item layout is the one Powertools' circuit breaker (v3.31.0+) uses, attribute for
-attribute, so both libraries can share one table and see one circuit. Every write is a
+attribute, so both libraries can share one table and see one circuit. Powertools keeps
+whole seconds; this store writes those attributes as Powertools would (``opened_at``
+rounded down, the lease expiry rounded up) and adds attributes of its own: the
+sub-second ``opened_at`` and lease expiry, the open period and the count of failed
+probes. Those are used only while they agree with Powertools' whole seconds: an item
+Powertools wrote last (its writes leave attributes it does not know in place) reads as
+Powertools wrote it. Every write is a
 single conditional ``UpdateItem`` that returns the item as stored: the new one when it
 won (``ReturnValues=ALL_NEW``), the one that beat it when it lost
 (``ReturnValuesOnConditionCheckFailure=ALL_OLD``), so losing costs no extra read.
@@ -69,8 +75,9 @@ def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
+def _n(value: float) -> dict[str, str]:
+    # repr() round-trips a float exactly, and DynamoDB keeps up to 38 digits.
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
 
 
 class DynamoDBPersistence(PersistenceStore):
@@ -90,6 +97,11 @@ class DynamoDBPersistence(PersistenceStore):
         half_open_owner_attr: the attribute holding the probe lease's owner id.
         probe_lease_expiry_attr: the attribute holding the lease expiry (Unix seconds).
         expiry_attr: the table's TTL attribute.
+        precise_opened_at_attr: this library's own attribute: ``opened_at`` to the
+            sub-second.
+        precise_lease_expiry_attr: this library's own: the lease expiry, sub-second.
+        open_period_attr: this library's own: the current open period, in seconds.
+        reopen_count_attr: this library's own: failed probes since the trip.
         session: an ``aioboto3.Session`` to build clients from (default: a new one).
         client: a ready aiobotocore DynamoDB client to use instead; the caller owns its
             lifetime and its event loop.
@@ -118,6 +130,10 @@ class DynamoDBPersistence(PersistenceStore):
         half_open_owner_attr: str = "half_open_owner",
         probe_lease_expiry_attr: str = "probe_lease_expiry",
         expiry_attr: str = "expiration",
+        precise_opened_at_attr: str = "aiocircuit_opened_at",
+        precise_lease_expiry_attr: str = "aiocircuit_lease_expiry",
+        open_period_attr: str = "aiocircuit_open_period",
+        reopen_count_attr: str = "aiocircuit_reopen_count",
         session: Any = None,
         client: Any = None,
         endpoint_url: str | None = None,
@@ -133,6 +149,10 @@ class DynamoDBPersistence(PersistenceStore):
             "half_open_owner_attr": half_open_owner_attr,
             "probe_lease_expiry_attr": probe_lease_expiry_attr,
             "expiry_attr": expiry_attr,
+            "precise_opened_at_attr": precise_opened_at_attr,
+            "precise_lease_expiry_attr": precise_lease_expiry_attr,
+            "open_period_attr": open_period_attr,
+            "reopen_count_attr": reopen_count_attr,
         }
         if sort_key_attr is not None:
             names["sort_key_attr"] = sort_key_attr
@@ -168,6 +188,10 @@ class DynamoDBPersistence(PersistenceStore):
         self.half_open_owner_attr = half_open_owner_attr
         self.probe_lease_expiry_attr = probe_lease_expiry_attr
         self.expiry_attr = expiry_attr
+        self.precise_opened_at_attr = precise_opened_at_attr
+        self.precise_lease_expiry_attr = precise_lease_expiry_attr
+        self.open_period_attr = open_period_attr
+        self.reopen_count_attr = reopen_count_attr
         self.consistent_read = consistent_read
         self._given_client = client
         self._session = session
@@ -182,6 +206,10 @@ class DynamoDBPersistence(PersistenceStore):
             "#owner": half_open_owner_attr,
             "#lease": probe_lease_expiry_attr,
             "#expiration": expiry_attr,
+            "#p_opened_at": precise_opened_at_attr,
+            "#p_lease": precise_lease_expiry_attr,
+            "#open_period": open_period_attr,
+            "#reopen_count": reopen_count_attr,
         }
 
     def __repr__(self) -> str:
@@ -256,14 +284,35 @@ class DynamoDBPersistence(PersistenceStore):
         try:
             raw_state = item[self.state_attr]["S"]
             state = _STATES[raw_state]
+            opened_at: float | None = self._number(item, self.opened_at_attr)
+            precise = self._exact(item, self.precise_opened_at_attr)
+            ours = (
+                opened_at is not None and precise is not None and math.floor(precise) == opened_at
+            )
+            if ours:
+                opened_at = precise
+            elif opened_at is not None:
+                opened_at = float(opened_at)
+            lease: float | None = self._number(item, self.probe_lease_expiry_attr)
+            precise_lease = self._exact(item, self.precise_lease_expiry_attr)
+            if (
+                lease is not None
+                and precise_lease is not None
+                and (math.ceil(precise_lease) == lease)
+            ):
+                lease = precise_lease
+            elif lease is not None:
+                lease = float(lease)
             return CircuitRecord(
                 state=state,
                 failure_count=self._number(item, self.failure_count_attr) or 0,
-                opened_at=self._number(item, self.opened_at_attr),
+                opened_at=opened_at,
                 probe_owner=item[self.half_open_owner_attr]["S"]
                 if self.half_open_owner_attr in item
                 else None,
-                lease_expiry=self._number(item, self.probe_lease_expiry_attr),
+                lease_expiry=lease,
+                open_period=self._exact(item, self.open_period_attr) if ours else None,
+                reopen_count=(self._number(item, self.reopen_count_attr) or 0) if ours else 0,
             )
         except (KeyError, TypeError, InvalidOperation, ValueError) as exc:
             raise CircuitBreakerPersistenceError(
@@ -279,6 +328,15 @@ class DynamoDBPersistence(PersistenceStore):
         if not value.is_finite():
             raise ValueError(f"{attribute} is {value}")
         return math.floor(value)
+
+    @staticmethod
+    def _exact(item: Mapping[str, Any], attribute: str) -> float | None:
+        if attribute not in item:
+            return None
+        value = float(Decimal(item[attribute]["N"]))
+        if not math.isfinite(value):
+            raise ValueError(f"{attribute} is {value}")
+        return value
 
     async def read(self, name: str) -> CircuitRecord | None:
         client = await self._client("read")
@@ -334,8 +392,9 @@ class DynamoDBPersistence(PersistenceStore):
         name: str,
         *,
         failure_count: int,
-        opened_at: int,
-        seen_opened_at: int | None,
+        opened_at: float,
+        seen_opened_at: float | None,
+        open_period: float,
         expires_at: int,
     ) -> WriteResult:
         condition = "attribute_not_exists(#state) OR #state = :closed"
@@ -343,19 +402,38 @@ class DynamoDBPersistence(PersistenceStore):
             ":closed": _s(CircuitState.CLOSED.value),
             ":open": _s(CircuitState.OPEN.value),
             ":failure_count": _n(failure_count),
-            ":opened_at": _n(opened_at),
+            ":opened_at": _n(math.floor(opened_at)),
+            ":p_opened_at": _n(float(opened_at)),
+            ":open_period": _n(float(open_period)),
+            ":zero": _n(0),
             ":expiration": _n(expires_at),
         }
         if seen_opened_at is not None:
-            condition += " OR (#state = :open AND #opened_at = :seen)"
-            values[":seen"] = _n(seen_opened_at)
+            condition += f" OR (#state = :open AND {self._opened_fence(seen_opened_at, values)})"
         return await self._update(
             "trip",
             name,
             update="SET #state = :open, #failure_count = :failure_count, "
-            "#opened_at = :opened_at, #expiration = :expiration REMOVE #owner, #lease",
+            "#opened_at = :opened_at, #p_opened_at = :p_opened_at, "
+            "#open_period = :open_period, #reopen_count = :zero, "
+            "#expiration = :expiration REMOVE #owner, #lease, #p_lease",
             condition=condition,
             values=values,
+        )
+
+    @staticmethod
+    def _opened_fence(seen: float, values: dict[str, dict[str, str]]) -> str:
+        """The condition "``opened_at`` is still ``seen``", adding its values: the whole
+        second always; the sub-second attribute too when it is in that second (else it
+        is stale, left by a Powertools write, and ``seen`` was read as whole seconds)."""
+        second = math.floor(seen)
+        values[":seen"] = _n(second)
+        values[":seen_exact"] = _n(float(seen))
+        values[":seen_next"] = _n(second + 1)
+        return (
+            "#opened_at = :seen AND (attribute_not_exists(#p_opened_at) "
+            "OR #p_opened_at = :seen_exact OR #p_opened_at < :seen "
+            "OR #p_opened_at >= :seen_next)"
         )
 
     async def acquire_probe(
@@ -363,9 +441,9 @@ class DynamoDBPersistence(PersistenceStore):
         name: str,
         *,
         owner: str,
-        seen_opened_at: int,
+        seen_opened_at: float,
         now: float,
-        lease_expiry: int,
+        lease_expiry: float,
         expires_at: int,
         seen_owner: str | None = None,
     ) -> WriteResult:
@@ -374,17 +452,23 @@ class DynamoDBPersistence(PersistenceStore):
         # the item it replaced (ALL_OLD): whether that was OPEN (an election, a
         # transition) or HALF_OPEN (a takeover, none); the new item is that one with
         # exactly the attributes set here.
-        takeover = "#state = :half_open AND #lease <= :now"
+        # A lease lapses by its sub-second expiry when it has one (this store wrote
+        # it), else by Powertools' whole-second one.
+        takeover = (
+            "#state = :half_open AND (#p_lease <= :now "
+            "OR (attribute_not_exists(#p_lease) AND #lease <= :now))"
+        )
         values = {
             ":open": _s(CircuitState.OPEN.value),
             ":half_open": _s(CircuitState.HALF_OPEN.value),
             ":owner": _s(owner),
-            ":lease": _n(lease_expiry),
+            ":lease": _n(math.ceil(lease_expiry)),
+            ":p_lease": _n(float(lease_expiry)),
             ":zero": _n(0),
-            ":seen": _n(seen_opened_at),
-            ":now": _n(math.floor(now)),
+            ":now": _n(float(now)),
             ":expiration": _n(expires_at),
         }
+        election = self._opened_fence(seen_opened_at, values)
         if seen_owner is not None:
             takeover += " AND #owner = :seen_owner"
             values[":seen_owner"] = _s(seen_owner)
@@ -392,9 +476,9 @@ class DynamoDBPersistence(PersistenceStore):
             "acquire_probe",
             name,
             update="SET #state = :half_open, #owner = :owner, #lease = :lease, "
-            "#failure_count = :zero, #expiration = :expiration",
+            "#p_lease = :p_lease, #failure_count = :zero, #expiration = :expiration",
             condition="(#state = :open AND attribute_not_exists(#owner) "
-            f"AND #opened_at = :seen) OR ({takeover})",
+            f"AND {election}) OR ({takeover})",
             values=values,
             return_values="ALL_OLD",
         )
@@ -407,21 +491,22 @@ class DynamoDBPersistence(PersistenceStore):
             state=CircuitState.HALF_OPEN,
             failure_count=0,
             probe_owner=owner,
-            lease_expiry=lease_expiry,
+            lease_expiry=float(lease_expiry),
         )
         return WriteResult(True, new, replaced=result.record.state)
 
     async def renew_probe(
-        self, name: str, *, owner: str, lease_expiry: int, expires_at: int
+        self, name: str, *, owner: str, lease_expiry: float, expires_at: int
     ) -> WriteResult:
         return await self._update(
             "renew_probe",
             name,
-            update="SET #lease = :lease, #expiration = :expiration",
+            update="SET #lease = :lease, #p_lease = :p_lease, #expiration = :expiration",
             condition="#owner = :owner",
             values={
                 ":owner": _s(owner),
-                ":lease": _n(lease_expiry),
+                ":lease": _n(math.ceil(lease_expiry)),
+                ":p_lease": _n(float(lease_expiry)),
                 ":expiration": _n(expires_at),
             },
         )
@@ -431,7 +516,8 @@ class DynamoDBPersistence(PersistenceStore):
             "close",
             name,
             update="SET #state = :closed, #failure_count = :zero, #expiration = :expiration "
-            "REMOVE #opened_at, #owner, #lease",
+            "REMOVE #opened_at, #owner, #lease, #p_opened_at, #p_lease, #open_period, "
+            "#reopen_count",
             condition="#owner = :owner",
             values={
                 ":closed": _s(CircuitState.CLOSED.value),
@@ -442,19 +528,31 @@ class DynamoDBPersistence(PersistenceStore):
         )
 
     async def reopen(
-        self, name: str, *, owner: str, opened_at: int, expires_at: int
+        self,
+        name: str,
+        *,
+        owner: str,
+        opened_at: float,
+        open_period: float,
+        reopen_count: int,
+        expires_at: int,
     ) -> WriteResult:
         return await self._update(
             "reopen",
             name,
             update="SET #state = :open, #failure_count = :zero, #opened_at = :opened_at, "
-            "#expiration = :expiration REMOVE #owner, #lease",
+            "#p_opened_at = :p_opened_at, #open_period = :open_period, "
+            "#reopen_count = :reopen_count, #expiration = :expiration "
+            "REMOVE #owner, #lease, #p_lease",
             condition="#owner = :owner",
             values={
                 ":open": _s(CircuitState.OPEN.value),
                 ":zero": _n(0),
                 ":owner": _s(owner),
-                ":opened_at": _n(opened_at),
+                ":opened_at": _n(math.floor(opened_at)),
+                ":p_opened_at": _n(float(opened_at)),
+                ":open_period": _n(float(open_period)),
+                ":reopen_count": _n(reopen_count),
                 ":expiration": _n(expires_at),
             },
         )
@@ -464,17 +562,18 @@ class DynamoDBPersistence(PersistenceStore):
         name: str,
         *,
         state: CircuitState,
-        opened_at: int | None,
+        opened_at: float | None,
         expires_at: int | None,
     ) -> CircuitRecord:
         sets = ["#state = :state", "#failure_count = :zero"]
-        removes = ["#owner", "#lease"]
+        removes = ["#owner", "#lease", "#p_lease", "#open_period", "#reopen_count"]
         values = {":state": _s(state.value), ":zero": _n(0)}
         if opened_at is None:
-            removes.append("#opened_at")
+            removes += ["#opened_at", "#p_opened_at"]
         else:
-            sets.append("#opened_at = :opened_at")
-            values[":opened_at"] = _n(opened_at)
+            sets += ["#opened_at = :opened_at", "#p_opened_at = :p_opened_at"]
+            values[":opened_at"] = _n(math.floor(opened_at))
+            values[":p_opened_at"] = _n(float(opened_at))
         if expires_at is None:
             removes.append("#expiration")  # a forced state holds until reset
         else:

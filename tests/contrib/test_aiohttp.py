@@ -281,7 +281,9 @@ async def test_on_circuit_open_serves_from_a_standby(
             assert await get(session, primary.url + "/orders") == (200, "standby says 200")
     assert primary.seen == (2, 2)
     assert standby.seen == (1, 1)
-    assert seen == [CircuitInfo(primary.origin, CircuitState.OPEN, 2, 1_800_000_000)]
+    assert seen == [
+        CircuitInfo(primary.origin, CircuitState.OPEN, 2, 1_800_000_000, 10.0, 1_800_000_010)
+    ]
 
 
 async def test_on_circuit_open_returning_none_raises(

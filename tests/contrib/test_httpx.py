@@ -228,7 +228,9 @@ async def test_on_circuit_open_returns_fallback_response(
     assert seen == [
         (
             downstream.url + "/orders",
-            CircuitInfo(downstream.origin, CircuitState.OPEN, 2, 1_800_000_000),
+            CircuitInfo(
+                downstream.origin, CircuitState.OPEN, 2, 1_800_000_000, 10.0, 1_800_000_010
+            ),
         )
     ]
 

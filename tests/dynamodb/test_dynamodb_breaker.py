@@ -17,6 +17,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -45,8 +46,9 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.anyio
 
+THRESHOLD = 2
 CONFIG = CircuitBreakerConfig(
-    failure_threshold=2, success_threshold=1, recovery_timeout=10, local_cache_max_age=5
+    failure_threshold=THRESHOLD, success_threshold=1, recovery_timeout=10, local_cache_max_age=5
 )
 WALL_START = 1_800_000_000  # FakeClock's default Unix time
 
@@ -98,8 +100,17 @@ def s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
+def n(value: float) -> dict[str, str]:
+    return {"N": format(Decimal(repr(value)).normalize(), "f")}
+
+
+def normalized(item: dict[str, Any]) -> dict[str, Any]:
+    """An item with its numbers written as DynamoDB normalises them (no trailing
+    zeros; moto keeps them as sent)."""
+    return {
+        k: {"N": format(Decimal(v["N"]).normalize(), "f")} if "N" in v else v
+        for k, v in item.items()
+    }
 
 
 # -- a healthy circuit costs no store traffic ------------------------------------------
@@ -161,7 +172,7 @@ async def test_trip_in_one_environment_rejects_in_another_within_cache_age(
         env_a = CircuitBreaker("partner", store_a, config=CONFIG, clock=clock)
         env_b = CircuitBreaker("partner", store_b, config=CONFIG, clock=clock)
         assert await env_b.call(echo, "warm") == "warm"  # env_b caches CLOSED for 5 s
-        for _ in range(CONFIG.failure_threshold):
+        for _ in range(THRESHOLD):
             with pytest.raises(ConnectionError):
                 await env_a.call(down)
         assert moto.counts["UpdateItem"] == 1
@@ -172,7 +183,9 @@ async def test_trip_in_one_environment_rejects_in_another_within_cache_age(
         with pytest.raises(CircuitBreakerOpenError) as caught:
             await env_b.call(downstream)
     assert downstream.calls == 0
-    assert caught.value.circuit == CircuitInfo("partner", CircuitState.OPEN, 2, WALL_START)
+    assert caught.value.circuit == CircuitInfo(
+        "partner", CircuitState.OPEN, 2, WALL_START, 10.0, WALL_START + 10
+    )
     assert caught.value.retry_after == pytest.approx(
         CONFIG.recovery_timeout - CONFIG.local_cache_max_age
     )
@@ -206,7 +219,7 @@ async def test_store_down_fails_open_then_store_is_used_again(
                     assert downstream.started - called < bound
                     assert time.monotonic() - downstream.finished < bound
                 downstream.error = ConnectionError("downstream down, store down")
-                for _ in range(config.failure_threshold):  # the last one tries to trip
+                for _ in range(THRESHOLD):  # the last one tries to trip
                     called = time.monotonic()
                     with pytest.raises(ConnectionError, match="downstream down, store down"):
                         await breaker.call(downstream)
@@ -228,7 +241,7 @@ async def test_store_down_fails_open_then_store_is_used_again(
             assert await breaker.call(echo, "back") == "back"
         assert any("answering again" in r.getMessage() for r in caplog.records)
         assert moto.counts == {"GetItem": 1}
-        for _ in range(config.failure_threshold):
+        for _ in range(THRESHOLD):
             with pytest.raises(ConnectionError):
                 await breaker.call(down)
         assert moto.counts["UpdateItem"] == 1
@@ -252,7 +265,7 @@ async def test_slow_store_never_delays_a_call_beyond_store_timeout(
                 started = time.monotonic()
                 assert await breaker.call(echo, i) == i
                 assert time.monotonic() - started < 1.5
-            for i in range(config.failure_threshold):
+            for i in range(THRESHOLD):
                 clock.advance(BACKOFF_MAX)
                 started = time.monotonic()
                 with pytest.raises(ConnectionError, match=f"down {i}"):
@@ -343,7 +356,7 @@ async def test_probe_cancelled_by_task_cancel_mid_election_does_not_wedge(
     was rejected with retry_after=0 for good)."""
     async with GatedStore(table, endpoint_url=moto.url) as store:
         breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
-        for _ in range(CONFIG.failure_threshold):
+        for _ in range(THRESHOLD):
             with pytest.raises(ConnectionError):
                 await breaker.call(down)
         clock.advance(CONFIG.recovery_timeout)
@@ -434,7 +447,7 @@ def test_fresh_event_loop_per_invocation(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert handler("first") == "first"
-        for _ in range(CONFIG.failure_threshold):
+        for _ in range(THRESHOLD):
             with pytest.raises(ConnectionError):
                 handler("fail")
         assert moto.counts["UpdateItem"] == 1
@@ -504,7 +517,7 @@ def test_sync_shim_trips_and_recovers_on_one_warm_client(
     try:
         assert handler(2) == 4
         healthy = False
-        for _ in range(CONFIG.failure_threshold):
+        for _ in range(THRESHOLD):
             with pytest.raises(ConnectionError):
                 handler(1)
         with pytest.raises(CircuitBreakerOpenError):
@@ -589,8 +602,11 @@ async def test_item_layout_is_powertools(
 ) -> None:
     """Through a trip, an election, a reopen and a close, the raw item holds exactly
     Powertools' attributes: key, state (S), failure_count (N), opened_at (N, whole
-    seconds), owner (S) and lease (N) only while HALF_OPEN, expiration (N) = now +
-    recovery_timeout + 3600 on every write; TTL is on the expiration attribute."""
+    seconds, rounded down), owner (S) and lease (N, whole seconds, rounded up) only
+    while HALF_OPEN, expiration (N) = now + recovery_timeout + 3600 on every write; TTL
+    is on the expiration attribute. Beside them, while the circuit is not CLOSED, this
+    library's own: opened_at and the lease to the sub-second, the open period, the
+    count of failed probes."""
     for variable, value in layout.env.items():
         monkeypatch.setenv(variable, value)
     table = await make_table(**layout.table)
@@ -599,12 +615,22 @@ async def test_item_layout_is_powertools(
 
     async def stored() -> dict[str, Any]:
         response = await raw_client.get_item(TableName=table, Key=key, ConsistentRead=True)
-        return dict(response["Item"])
+        return normalized(dict(response["Item"]))
 
     def expiration() -> dict[str, str]:
         return n(int(clock.time() + CONFIG.recovery_timeout) + 3600)
 
     seen_by_probe: list[dict[str, Any]] = []
+
+    def ours(opened_at: float, reopens: int, lease: float | None = None) -> dict[str, Any]:
+        attributes = {
+            "aiocircuit_opened_at": n(opened_at),
+            "aiocircuit_open_period": n(10.0),
+            "aiocircuit_reopen_count": n(reopens),
+        }
+        if lease is not None:
+            attributes["aiocircuit_lease_expiry"] = n(lease)
+        return attributes
 
     async def probe(error: Exception | None) -> str:
         seen_by_probe.append(await stored())
@@ -614,7 +640,7 @@ async def test_item_layout_is_powertools(
 
     async with DynamoDBPersistence(table, endpoint_url=moto.url, **layout.store) as store:
         breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
-        for _ in range(CONFIG.failure_threshold):
+        for _ in range(THRESHOLD):
             with pytest.raises(ConnectionError):
                 await breaker.call(down)
         assert await stored() == {
@@ -623,6 +649,7 @@ async def test_item_layout_is_powertools(
             layout.failure_count: n(2),
             layout.opened_at: n(WALL_START),
             layout.expiration: n(WALL_START + 10 + 3600),
+            **ours(WALL_START + 0.75, 0),
         }
 
         clock.advance(10)  # elected; the probe fails: reopened
@@ -638,6 +665,7 @@ async def test_item_layout_is_powertools(
             layout.owner: s(first_owner),
             layout.lease: n(WALL_START + 21),  # now + recovery_timeout, rounded up
             layout.expiration: expiration(),
+            **ours(WALL_START + 0.75, 0, lease=WALL_START + 20.75),
         }
         assert await stored() == {
             **key,
@@ -645,6 +673,7 @@ async def test_item_layout_is_powertools(
             layout.failure_count: n(0),
             layout.opened_at: n(WALL_START + 10),
             layout.expiration: expiration(),
+            **ours(WALL_START + 10.75, 1),
         }
 
         clock.advance(10)  # elected again; the probe succeeds: closed
@@ -659,6 +688,7 @@ async def test_item_layout_is_powertools(
             layout.owner: s(second_owner),
             layout.lease: n(WALL_START + 31),
             layout.expiration: expiration(),
+            **ours(WALL_START + 10.75, 1, lease=WALL_START + 30.75),
         }
         assert await stored() == {
             **key,
@@ -686,7 +716,7 @@ async def test_powertools_shares_the_circuit(
         powertools = CircuitBreakerDynamoDBPersistence(table, boto3_client=client)
         async with DynamoDBPersistence(table, endpoint_url=moto.url) as store:
             breaker = CircuitBreaker("payments", store, config=CONFIG, clock=clock)
-            for _ in range(CONFIG.failure_threshold):
+            for _ in range(THRESHOLD):
                 with pytest.raises(ConnectionError):
                     await breaker.call(down)
             record = await anyio.to_thread.run_sync(powertools.get_state, "payments")
@@ -700,7 +730,11 @@ async def test_powertools_shares_the_circuit(
             other = CircuitBreaker("partner", store, config=CONFIG, clock=clock)
             with pytest.raises(CircuitBreakerOpenError) as caught:
                 await other.call(echo, "never runs")
-            assert caught.value.circuit == CircuitInfo("partner", CircuitState.OPEN, 5, WALL_START)
+            # Powertools' item has none of this library's attributes: its whole-second
+            # opened_at, and the reader's own recovery_timeout as the open period.
+            assert caught.value.circuit == CircuitInfo(
+                "partner", CircuitState.OPEN, 5, WALL_START, 10.0, WALL_START + 10
+            )
     finally:
         client.close()
 

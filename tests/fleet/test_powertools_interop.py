@@ -206,7 +206,10 @@ async def test_powertools_trip_makes_aiocircuit_reject_within_cache_age(
     with pytest.raises(CircuitBreakerOpenError) as caught:
         await ours.call(downstream)
     assert calls == 2
-    assert caught.value.circuit == CircuitInfo(CIRCUIT, CircuitState.OPEN, FAILURES, opened_at)
+    # Powertools' item: whole seconds, and the reader's own recovery timeout as the period.
+    assert caught.value.circuit == CircuitInfo(
+        CIRCUIT, CircuitState.OPEN, FAILURES, opened_at, RECOVERY, opened_at + RECOVERY
+    )
     assert caught.value.retry_after == RECOVERY - 5
 
 

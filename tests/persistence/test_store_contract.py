@@ -18,6 +18,7 @@ pytestmark = pytest.mark.anyio
 
 NOW = 1_800_000_000
 TTL = NOW + 7200
+PERIOD = 30.0
 _names = itertools.count()
 
 
@@ -28,7 +29,12 @@ def name() -> str:
 
 async def _open(store: PersistenceStore, name: str, opened_at: int = NOW) -> None:
     result = await store.trip(
-        name, failure_count=5, opened_at=opened_at, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=5,
+        opened_at=opened_at,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert result.won
 
@@ -56,9 +62,14 @@ async def test_missing_record_reads_as_none(store: PersistenceStore, name: str) 
 async def test_trip_creates_open_record(store: PersistenceStore, name: str) -> None:
     """Tripping a missing circuit stores OPEN with its opened_at and failure count."""
     result = await store.trip(
-        name, failure_count=5, opened_at=NOW, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=5,
+        opened_at=NOW,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
-    expected = CircuitRecord(CircuitState.OPEN, failure_count=5, opened_at=NOW)
+    expected = CircuitRecord(CircuitState.OPEN, failure_count=5, opened_at=NOW, open_period=PERIOD)
     assert result.won
     assert result.record == expected
     assert await store.read(name) == expected
@@ -68,29 +79,49 @@ async def test_trip_loses_to_newer_open(store: PersistenceStore, name: str) -> N
     """A trip fenced on a stale opened_at loses and returns the stored record."""
     await _open(store, name, opened_at=NOW + 10)
     result = await store.trip(
-        name, failure_count=3, opened_at=NOW + 20, seen_opened_at=NOW, expires_at=TTL
+        name,
+        failure_count=3,
+        opened_at=NOW + 20,
+        seen_opened_at=NOW,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert not result.won
-    assert result.record == CircuitRecord(CircuitState.OPEN, 5, NOW + 10)
+    assert result.record == CircuitRecord(CircuitState.OPEN, 5, NOW + 10, open_period=PERIOD)
 
 
 async def test_trip_over_open_it_saw(store: PersistenceStore, name: str) -> None:
     """A trip fenced on the opened_at that is stored applies."""
     await _open(store, name)
     result = await store.trip(
-        name, failure_count=2, opened_at=NOW + 5, seen_opened_at=NOW, expires_at=TTL
+        name,
+        failure_count=2,
+        opened_at=NOW + 5,
+        seen_opened_at=NOW,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert result.won
-    assert result.record == CircuitRecord(CircuitState.OPEN, 2, NOW + 5)
+    assert result.record == CircuitRecord(CircuitState.OPEN, 2, NOW + 5, open_period=PERIOD)
 
 
 async def test_second_of_two_trips_loses(store: PersistenceStore, name: str) -> None:
     """Two environments tripping from CLOSED: one wins, the other adopts its record."""
     first = await store.trip(
-        name, failure_count=5, opened_at=NOW, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=5,
+        opened_at=NOW,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     second = await store.trip(
-        name, failure_count=5, opened_at=NOW + 1, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=5,
+        opened_at=NOW + 1,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert first.won
     assert not second.won
@@ -101,7 +132,12 @@ async def test_trip_never_overwrites_a_probe(store: PersistenceStore, name: str)
     """A stale environment cannot trip over a live HALF_OPEN lease."""
     await _half_open(store, name)
     result = await store.trip(
-        name, failure_count=5, opened_at=NOW + 40, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=5,
+        opened_at=NOW + 40,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert not result.won
     assert result.record is not None
@@ -115,7 +151,7 @@ async def test_acquire_elects_one_probe(store: PersistenceStore, name: str) -> N
     result = await store.acquire_probe(
         name, owner="a", seen_opened_at=NOW, now=NOW + 30, lease_expiry=NOW + 60, expires_at=TTL
     )
-    expected = CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "a", NOW + 60)
+    expected = CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "a", NOW + 60, PERIOD)
     assert result.won
     assert result.record == expected
     assert result.replaced is CircuitState.OPEN  # an election: a transition
@@ -138,7 +174,7 @@ async def test_acquire_fenced_on_opened_at(store: PersistenceStore, name: str) -
         name, owner="a", seen_opened_at=NOW, now=NOW + 90, lease_expiry=NOW + 120, expires_at=TTL
     )
     assert not result.won
-    assert result.record == CircuitRecord(CircuitState.OPEN, 5, NOW + 50)
+    assert result.record == CircuitRecord(CircuitState.OPEN, 5, NOW + 50, open_period=PERIOD)
 
 
 async def test_live_lease_is_not_taken(store: PersistenceStore, name: str) -> None:
@@ -159,7 +195,7 @@ async def test_lapsed_lease_is_taken_over(store: PersistenceStore, name: str) ->
         name, owner="b", seen_opened_at=NOW, now=NOW + 60, lease_expiry=NOW + 90, expires_at=TTL
     )
     assert result.won
-    assert result.record == CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "b", NOW + 90)
+    assert result.record == CircuitRecord(CircuitState.HALF_OPEN, 0, NOW, "b", NOW + 90, PERIOD)
     assert result.replaced is CircuitState.HALF_OPEN  # a takeover: no transition
 
 
@@ -233,26 +269,39 @@ async def test_trip_after_close(store: PersistenceStore, name: str) -> None:
     await _half_open(store, name, owner="a")
     assert (await store.close(name, owner="a", expires_at=TTL)).won
     result = await store.trip(
-        name, failure_count=4, opened_at=NOW + 100, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=4,
+        opened_at=NOW + 100,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert result.won
-    assert result.record == CircuitRecord(CircuitState.OPEN, 4, NOW + 100)
+    assert result.record == CircuitRecord(CircuitState.OPEN, 4, NOW + 100, open_period=PERIOD)
 
 
 async def test_reopen_only_by_owner(store: PersistenceStore, name: str) -> None:
     """Reopen is fenced on the owner, sets a fresh opened_at and clears the lease."""
     await _half_open(store, name, owner="a")
-    stranger = await store.reopen(name, owner="b", opened_at=NOW + 40, expires_at=TTL)
+    stranger = await store.reopen(
+        name, owner="b", opened_at=NOW + 40, open_period=PERIOD, reopen_count=1, expires_at=TTL
+    )
     assert not stranger.won
-    owner = await store.reopen(name, owner="a", opened_at=NOW + 40, expires_at=TTL)
+    owner = await store.reopen(
+        name, owner="a", opened_at=NOW + 40, open_period=PERIOD, reopen_count=1, expires_at=TTL
+    )
     assert owner.won
-    assert owner.record == CircuitRecord(CircuitState.OPEN, 0, NOW + 40)
+    assert owner.record == CircuitRecord(
+        CircuitState.OPEN, 0, NOW + 40, open_period=PERIOD, reopen_count=1
+    )
 
 
 async def test_reopened_circuit_can_be_elected(store: PersistenceStore, name: str) -> None:
     """After a reopen, the next election on the new opened_at wins (no stale owner)."""
     await _half_open(store, name, owner="a")
-    await store.reopen(name, owner="a", opened_at=NOW + 40, expires_at=TTL)
+    await store.reopen(
+        name, owner="a", opened_at=NOW + 40, open_period=PERIOD, reopen_count=1, expires_at=TTL
+    )
     result = await store.acquire_probe(
         name,
         owner="b",
@@ -271,7 +320,11 @@ async def test_old_owner_fenced_after_takeover(store: PersistenceStore, name: st
         name, owner="b", seen_opened_at=NOW, now=NOW + 61, lease_expiry=NOW + 91, expires_at=TTL
     )
     assert not (await store.close(name, owner="a", expires_at=TTL)).won
-    assert not (await store.reopen(name, owner="a", opened_at=NOW + 62, expires_at=TTL)).won
+    assert not (
+        await store.reopen(
+            name, owner="a", opened_at=NOW + 62, open_period=PERIOD, reopen_count=1, expires_at=TTL
+        )
+    ).won
     record = await store.read(name)
     assert record is not None
     assert record.probe_owner == "b"
@@ -328,7 +381,12 @@ async def test_forced_states_refuse_trips_and_elections(store: PersistenceStore,
     """A forced-closed circuit cannot be tripped; a forced-open one cannot be elected."""
     await store.force(name, state=CircuitState.FORCED_CLOSED, opened_at=None, expires_at=None)
     trip = await store.trip(
-        name, failure_count=5, opened_at=NOW, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=5,
+        opened_at=NOW,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert not trip.won
     await store.force(name, state=CircuitState.FORCED_OPEN, opened_at=NOW, expires_at=None)
@@ -348,15 +406,20 @@ async def test_forced_states_refuse_trips_and_elections(store: PersistenceStore,
 async def test_numbers_keep_their_value_whatever_their_size(
     store: PersistenceStore, name: str
 ) -> None:
-    """Whole numbers however large (1E+125, DynamoDB's largest magnitude) or negative are
-    stored and read back as the very same ints: a store refuses no number; what one
-    means is for the breaker to bound."""
+    """Counts however large (1E+125, DynamoDB's largest magnitude) and negative times
+    are stored and read back as the very same values: a store refuses no number; what
+    one means is for the breaker to bound."""
     huge = 10**125
     result = await store.trip(
-        name, failure_count=huge, opened_at=-NOW, seen_opened_at=None, expires_at=TTL
+        name,
+        failure_count=huge,
+        opened_at=-NOW,
+        seen_opened_at=None,
+        open_period=PERIOD,
+        expires_at=TTL,
     )
     assert result.won
-    assert result.record == CircuitRecord(CircuitState.OPEN, huge, -NOW)
+    assert result.record == CircuitRecord(CircuitState.OPEN, huge, -NOW, open_period=PERIOD)
     assert await store.read(name) == result.record
 
 
@@ -368,3 +431,75 @@ async def test_open_may_come_at_any_time(store: PersistenceStore, name: str) -> 
     await store.open()
     await _open(store, name)
     assert (await store.read(name)) is not None
+
+
+async def test_sub_second_times_come_back_exactly(store: PersistenceStore, name: str) -> None:
+    """Times are floats and come back bit for bit, so that the fences, which compare
+    them for equality, hold: the election on the sub-second opened_at read wins, one on
+    the same whole second but another fraction loses."""
+    opened_at = NOW + 0.123456789
+    trip = await store.trip(
+        name,
+        failure_count=5,
+        opened_at=opened_at,
+        seen_opened_at=None,
+        open_period=0.25,
+        expires_at=TTL,
+    )
+    assert trip.record == CircuitRecord(CircuitState.OPEN, 5, opened_at, open_period=0.25)
+    assert await store.read(name) == trip.record
+    stale = await store.acquire_probe(
+        name, owner="a", seen_opened_at=NOW + 0.5, now=NOW + 1, lease_expiry=NOW + 2, expires_at=TTL
+    )
+    assert not stale.won
+    lease = NOW + 1.000001
+    won = await store.acquire_probe(
+        name, owner="a", seen_opened_at=opened_at, now=NOW + 1, lease_expiry=lease, expires_at=TTL
+    )
+    assert won.won
+    assert won.record == CircuitRecord(CircuitState.HALF_OPEN, 0, opened_at, "a", lease, 0.25)
+    early = await store.acquire_probe(
+        name,
+        owner="b",
+        seen_opened_at=opened_at,
+        now=NOW + 1.0000005,
+        lease_expiry=NOW + 3,
+        expires_at=TTL,
+        seen_owner="a",
+    )
+    assert not early.won, "the lease lapses at its sub-second expiry, not its whole second"
+    assert await store.read(name) == won.record
+
+
+async def test_open_period_and_reopen_count_live_with_the_open_period(
+    store: PersistenceStore, name: str
+) -> None:
+    """A reopen stores its period and count; the election keeps them; a close and a
+    forced state clear them."""
+    await _half_open(store, name)
+    reopened = await store.reopen(
+        name, owner="a", opened_at=NOW + 40.5, open_period=60.0, reopen_count=1, expires_at=TTL
+    )
+    assert reopened.record == CircuitRecord(
+        CircuitState.OPEN, 0, NOW + 40.5, open_period=60.0, reopen_count=1
+    )
+    elected = await store.acquire_probe(
+        name,
+        owner="b",
+        seen_opened_at=NOW + 40.5,
+        now=NOW + 101,
+        lease_expiry=NOW + 131,
+        expires_at=TTL,
+    )
+    assert elected.record is not None
+    assert (elected.record.open_period, elected.record.reopen_count) == (60.0, 1)
+    assert (await store.close(name, owner="b", expires_at=TTL)).record == CircuitRecord(
+        CircuitState.CLOSED
+    )
+    await _half_open(store, name, owner="c")
+    await store.reopen(
+        name, owner="c", opened_at=NOW + 50, open_period=90.0, reopen_count=2, expires_at=TTL
+    )
+    forced = await store.force(name, state=CircuitState.FORCED_OPEN, opened_at=NOW, expires_at=None)
+    assert forced == CircuitRecord(CircuitState.FORCED_OPEN, 0, NOW)
+    assert await store.read(name) == forced

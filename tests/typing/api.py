@@ -76,7 +76,9 @@ async def usage() -> None:
         pass
     state: CircuitState = breaker.state
     info: CircuitInfo = await breaker.info()
-    opened_at: int | None = info.opened_at
+    opened_at: float | None = info.opened_at
+    probe_at: float | None = info.probe_at
+    open_period: float | None = info.open_period
     async with InMemoryPersistence() as scoped:
         await scoped.aclose()
     await store.open()
