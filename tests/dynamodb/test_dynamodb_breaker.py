@@ -775,3 +775,37 @@ def test_construction_errors_name_the_field(kwargs: dict[str, Any], fields: set[
         DynamoDBPersistence(**kwargs)
     assert caught.value.field in fields
     assert str(caught.value).startswith(f"{caught.value.field}: ")
+
+
+@pytest.mark.parametrize("period", [0.05, 1.5])
+async def test_sub_second_open_period_on_dynamodb(
+    moto: CountingEndpoint, table: str, period: float
+) -> None:
+    """The table keeps sub-second times: no probe before the open period has passed
+    since the trip, to the millisecond, and one as soon as it has, also seen from
+    another process; a failed probe doubles the period for the fleet."""
+    clock = FakeClock(wall_start=WALL_START + 0.4375)
+    config = CircuitBreakerConfig(
+        failure_threshold=1,
+        success_threshold=1,
+        recovery_timeout=period,
+        recovery_backoff=2,
+        local_cache_max_age=0,
+    )
+    async with DynamoDBPersistence(table, endpoint_url=moto.url) as store:
+        breaker = CircuitBreaker("quick", store, config=config, clock=clock)
+        other = CircuitBreaker("quick", store, config=config, clock=clock)
+        with pytest.raises(ConnectionError):
+            await breaker.call(down)
+        tripped = clock.time()
+        clock.advance(period - 0.001)
+        with pytest.raises(CircuitBreakerOpenError) as caught:
+            await other.call(echo, "too soon")
+        assert caught.value.circuit.probe_at == pytest.approx(tripped + period, abs=1e-6)
+        assert caught.value.retry_after == pytest.approx(0.001, abs=1e-6)
+        clock.advance(0.001)
+        with pytest.raises(ConnectionError):
+            await other.call(down)  # the probe, at the period's end: it fails
+        info = await breaker.info()
+        assert info.open_period == 2 * period
+        assert info.opened_at == pytest.approx(clock.time(), abs=1e-6)
