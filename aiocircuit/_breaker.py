@@ -133,6 +133,7 @@ class CircuitBreaker:
         "_result_predicate",
         "_call_timeout",
         "_slow_call",
+        "_plain_success",
         "_gateway",
         "_on_circuit_open",
         "_open_entry_count",
@@ -209,6 +210,16 @@ class CircuitBreaker:
             enforce=config.enforce,
             call_timeout=config.call_timeout,
         )
+        if config.slow_call_duration is not None:
+            closed_success = self._machine.closed_success
+            monotonic = clock.monotonic
+
+            def timed_tally(started: float) -> bool:
+                return closed_success(started, monotonic())
+
+            self._machine.tally = timed_tally
+        # A success on the closed fast path needs nothing but a reset of the streak.
+        self._plain_success = self._machine.tally is None and config.result_predicate is None
         self._flows = CircuitFlows(
             name,
             self._machine,
@@ -369,12 +380,14 @@ class CircuitBreaker:
                     raise _not_awaitable(fn, awaitable) from None
                 await self.fast_failed(exc)
                 raise
-            if self._result_predicate is not None and self._judge(result) is Outcome.FAILURE:
-                await self.fast_failed(None)
-            elif (tally := machine.tally) is None:
+            if self._plain_success:
                 machine.failures = 0
-            elif not tally(started, ended := monotonic()):
-                await self._succeeded_slow(started, ended)
+            elif self._result_predicate is not None and self._judge(result) is Outcome.FAILURE:
+                await self.fast_failed(None)
+            elif (tally := machine.tally) is None or tally(started):
+                machine.failures = 0
+            else:
+                await self._succeeded_slow(started, monotonic())
             return result
         return cast(T, await self._acall_slow(fn, args, kwargs))
 
@@ -405,11 +418,10 @@ class CircuitBreaker:
         window): record it with ``await breaker.fast_succeeded_slow(started)``."""
         machine = self._machine
         tally = machine.tally
-        if tally is None:
-            machine.failures = 0
-            return True
-        ended = self._monotonic()
-        return tally(ended if started is None else started, ended)
+        if tally is not None and not tally(self._monotonic() if started is None else started):
+            return False
+        machine.failures = 0
+        return True
 
     async def fast_succeeded_slow(self, started: float | None = None) -> None:
         """Low level: record a success that :meth:`fast_succeeded` returned False for.
@@ -493,9 +505,9 @@ class CircuitBreaker:
         if exc is None and not self._open_entry_count:
             # The closed fast path: a success, nothing tracked.
             machine = self._machine
-            if (tally := machine.tally) is None:
+            if (tally := machine.tally) is None or tally(now := self._monotonic()):
                 machine.failures = 0
-            elif not tally(now := self._monotonic(), now):
+            else:
                 await self._succeeded_slow(now, now)
             return
         entry = self._pop_entry() if self._open_entry_count else None
@@ -616,9 +628,9 @@ class CircuitBreaker:
         if exc is None and not self._open_entry_count:
             # The closed fast path: a success, nothing tracked.
             machine = self._machine
-            if (tally := machine.tally) is None:
+            if (tally := machine.tally) is None or tally(self._monotonic()):
                 machine.failures = 0
-            elif not tally(now := self._monotonic(), now):
+            else:
                 self._flows.run(self._flows.record(ADMIT_CLOSED, Outcome.SUCCESS))
             return
         entry = self._pop_entry() if self._open_entry_count else None
@@ -676,6 +688,7 @@ class CircuitBreaker:
         judge = None if self._result_predicate is None else self._judge
         slow = self._acall_slow
         succeeded_slow = self._succeeded_slow
+        plain = self._plain_success
 
         @functools.wraps(fn)
         async def protected(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -687,12 +700,14 @@ class CircuitBreaker:
                 except BaseException as exc:
                     await record(exc)
                     raise
-                if judge is not None and judge(result) is Outcome.FAILURE:
-                    await record(None)
-                elif (tally := machine.tally) is None:
+                if plain:
                     machine.failures = 0
-                elif not tally(started, ended := monotonic()):
-                    await succeeded_slow(started, ended)
+                elif judge is not None and judge(result) is Outcome.FAILURE:
+                    await record(None)
+                elif (tally := machine.tally) is None or tally(started):
+                    machine.failures = 0
+                else:
+                    await succeeded_slow(started, monotonic())
                 return result
             return cast(T, await slow(fn, args, kwargs))
 
@@ -704,6 +719,7 @@ class CircuitBreaker:
         flows = self._flows
         classify = self._classify
         success = self._success
+        plain = self._plain_success
         judge = None if self._result_predicate is None else self._judge
         slow = self._call_sync_slow
         coroutine_type = types.CoroutineType  # an identity test: the cheapest on this path
@@ -719,12 +735,14 @@ class CircuitBreaker:
                     raise
                 if type(result) is coroutine_type:  # a plain wrapper of an async def
                     raise _returned_awaitable(fn, result)
-                if judge is not None and judge(result) is Outcome.FAILURE:
-                    flows.run(flows.record(ADMIT_CLOSED, Outcome.FAILURE))
-                elif (tally := machine.tally) is None:
+                if plain:
                     machine.failures = 0
-                elif not tally(started, ended := monotonic()):
-                    flows.run(flows.record(ADMIT_CLOSED, success(started, ended)))
+                elif judge is not None and judge(result) is Outcome.FAILURE:
+                    flows.run(flows.record(ADMIT_CLOSED, Outcome.FAILURE))
+                elif (tally := machine.tally) is None or tally(started):
+                    machine.failures = 0
+                else:
+                    flows.run(flows.record(ADMIT_CLOSED, success(started, monotonic())))
                 return result
             return cast(T, slow(fn, args, kwargs))
 

@@ -191,10 +191,12 @@ class CircuitStateMachine:
             else FailureWindow(sliding_window, failure_rate_threshold, minimum_calls)
         )
         self.slow_call_duration = slow_call_duration
-        # What the closed fast path calls on a success, when a success needs more than
-        # resetting the streak: counting in the window, or checking for a slow call.
-        self.tally: Callable[[float, float], bool] | None = (
-            None if self.window is None and slow_call_duration is None else self.closed_success
+        # What the closed fast path calls, with the time the call started, on a
+        # success that needs more than resetting the streak: True, it counted it (the
+        # caller then resets the streak); False, it must go through on_outcome. The
+        # window's own count, unless the driver replaces it to time slow calls.
+        self.tally: Callable[[float], bool] | None = (
+            None if self.window is None else self.window.count_success
         )
         self.lease_length = max(recovery_timeout, MIN_LEASE, call_timeout or 0.0)
         self.cache_max_age = cache_max_age
@@ -507,18 +509,14 @@ class CircuitStateMachine:
         return None
 
     def closed_success(self, started: float, ended: float) -> bool:
-        """The closed fast path's success (a call from ``started`` to ``ended``,
-        monotonic), when it needs more than resetting the streak: count it and return
-        True, or return False, counting nothing, when it must go through
-        :meth:`on_outcome` (a slow call, or one that trips the window)."""
+        """The tally when slow calls count, for a call that ran from ``started`` to
+        ``ended``: False for a slow one (it must go through :meth:`on_outcome`), else
+        the window's count."""
         slow = self.slow_call_duration
         if slow is not None and ended - started > slow:
             return False
         window = self.window
-        if window is not None and not window.count_success(ended):
-            return False
-        self.failures = 0
-        return True
+        return window is None or window.count_success(started)
 
     def _on_closed_outcome(self, outcome: Outcome, mono: float, wall: float) -> Trip | None:
         if self.record.state is not _CLOSED:
